@@ -1,0 +1,64 @@
+"""Exception types that covid_keras raises on bad input.
+
+Every error a user can cause with a file, a folder or an argument is one of
+these, carrying one sentence that names the thing, the problem and what to
+do about it. Command lines print that sentence and exit non-zero.
+"""
+
+
+class CovidKerasError(Exception):
+    """Base of every error covid_keras raises on bad input."""
+
+
+class DicomReadError(CovidKerasError):
+    """A file could not be read as DICOM (empty, truncated, corrupt, undecodable)."""
+
+
+class NoDicomError(CovidKerasError):
+    """A folder holds no DICOM image at all, or is empty."""
+
+
+class SeriesGeometryError(CovidKerasError):
+    """A series' slices cannot be stacked into a faithful volume.
+
+    Missing position/orientation/spacing, mixed slice sizes, duplicate
+    positions, missing slices, non-parallel slices or gantry tilt.
+    """
+
+
+class ModalityError(CovidKerasError):
+    """The images are not of the modality the caller asked for."""
+
+
+class ImageReadError(CovidKerasError):
+    """An X-ray image (DICOM, PNG or JPEG) could not be read."""
+
+
+class DatasetLayoutError(CovidKerasError):
+    """A dataset folder is missing or does not have the expected layout."""
+
+
+class SplitError(CovidKerasError):
+    """A train/validation/test split is impossible or leaks data."""
+
+
+class LeakageError(SplitError):
+    """A patient or an identical image falls on both sides of a split."""
+
+
+class ConfigurationError(CovidKerasError):
+    """An argument or a combination of arguments is invalid."""
+
+
+__all__ = [
+    "CovidKerasError",
+    "DicomReadError",
+    "NoDicomError",
+    "SeriesGeometryError",
+    "ModalityError",
+    "ImageReadError",
+    "DatasetLayoutError",
+    "SplitError",
+    "LeakageError",
+    "ConfigurationError",
+]
