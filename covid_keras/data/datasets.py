@@ -438,6 +438,39 @@ def _ctmd_index(root):
     return index_path, [row for row in rows if row["Folder/ID"]]
 
 
+def _ctmd_slice_labels(names, array, row):
+    """``(file_name, 0/1)`` pairs from row ``row`` of the label array, or None.
+
+    None when the patient has no label row, or more slices than the array
+    has columns (then the files cannot be matched to the labels).
+    """
+    if array is None or row is None or len(names) > array.shape[1]:
+        return None
+    return tuple((name, int(value)) for name, value in zip(names, array[row, : len(names)]))
+
+
+def _ctmd_record(folder, label, names, slice_labels, row, demographics, read_dicom_demographics):
+    """The record of one COVID-CT-MD patient folder."""
+    pid = os.path.basename(folder)
+    age, sex = demographics.get(pid, (None, None))
+    if read_dicom_demographics and age is None and sex is None:
+        age, sex = _dicom_demographics(folder, names)
+    return Record(
+        patient_id=pid,
+        label=label,
+        paths=(folder,),
+        dataset="covid-ct-md",
+        slice_labels=slice_labels,
+        age=age,
+        sex=sex,
+        extra={
+            "n_slices": len(names),
+            "label_row": row,
+            "class_folder": os.path.basename(os.path.dirname(folder)),
+        },
+    )
+
+
 def covid_ct_md(root, slice_order="name", metadata_csv=None, read_dicom_demographics=False):
     """Reads COVID-CT-MD: one record per patient CT series, CT 3-class labels.
 
@@ -505,48 +538,26 @@ def covid_ct_md(root, slice_order="name", metadata_csv=None, read_dicom_demograp
     metadata_csv = metadata_csv or _find_metadata_csv(root)
     demographics = _read_demographics_csv(metadata_csv) if metadata_csv else {}
 
-    records, seen, mismatched, unmatched_slices, empty = [], set(), 0, 0, 0
+    records, empty, too_long = [], 0, 0
     for label, class_folder in class_folders.items():
         for folder in _subfolders(class_folder):
-            pid = os.path.basename(folder)
             names = _ordered_slices(folder, slice_order)
             if not names:
                 empty += 1
                 continue
-            seen.add(pid)
-            if diagnoses.get(pid) not in (None, label):
-                mismatched += 1
-            slice_labels = None
-            row = label_rows.get(pid)
-            if array is not None and row is not None:
-                if len(names) <= array.shape[1]:
-                    slice_labels = tuple((n, int(v)) for n, v in zip(names, array[row, : len(names)]))
-                else:
-                    unmatched_slices += 1
-            age, sex = demographics.get(pid, (None, None))
-            if read_dicom_demographics and age is None and sex is None:
-                age, sex = _dicom_demographics(folder, names)
+            row = label_rows.get(os.path.basename(folder))
+            slice_labels = _ctmd_slice_labels(names, array, row)
+            too_long += slice_labels is None and row is not None and array is not None
             records.append(
-                Record(
-                    patient_id=pid,
-                    label=label,
-                    paths=(folder,),
-                    dataset="covid-ct-md",
-                    slice_labels=slice_labels,
-                    age=age,
-                    sex=sex,
-                    extra={
-                        "n_slices": len(names),
-                        "label_row": row,
-                        "class_folder": os.path.basename(class_folder),
-                    },
-                )
+                _ctmd_record(folder, label, names, slice_labels, row, demographics, read_dicom_demographics)
             )
+    seen = {r.patient_id for r in records}
+    mismatched = sum(1 for r in records if diagnoses.get(r.patient_id) not in (None, r.label))
     missing = sum(1 for pid in diagnoses if pid not in seen)
     _warn_skipped(empty, "patient folders", root, "that hold no .dcm file")
     _warn_skipped(missing, "Index.csv patients", index_path, "whose folder is not on disk")
     _warn_skipped(
-        unmatched_slices, "patients' slice labels", root,
+        too_long, "patients' slice labels", root,
         "because they have more slices than Slice-level-labels.npy has columns",
     )
     if mismatched:

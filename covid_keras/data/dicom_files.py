@@ -6,6 +6,7 @@ failure into a :mod:`covid_keras.errors` type that names the file.
 """
 
 import os
+import warnings
 
 import numpy as np
 import pydicom
@@ -102,18 +103,28 @@ def read_dataset(path, stop_before_pixels=False, defer_size=None):
             f"{name}: the file is empty (0 bytes); re-export or remove it."
         )
     try:
-        ds = pydicom.dcmread(
-            name,
-            force=True,
-            stop_before_pixels=stop_before_pixels,
-            defer_size=defer_size,
-        )
+        # pydicom reports a file cut inside an element only as a warning
+        # (whose text carries the full path); catch it and refuse the file.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(
+                name,
+                force=True,
+                stop_before_pixels=stop_before_pixels,
+                defer_size=defer_size,
+            )
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError,
             TypeError, NotImplementedError, OverflowError) as e:
         raise errors.DicomReadError(
             f"{name}: is not a readable DICOM file ({type(e).__name__}); it "
             "may be truncated or corrupt, re-export or remove it."
         ) from None
+    truncated = any("end of file" in str(w.message).lower() for w in caught)
+    if truncated or len(ds) == 0:
+        raise errors.DicomReadError(
+            f"{name}: the file ends in the middle of a DICOM element, so it "
+            "is truncated; re-export or remove it."
+        )
     _fill_transfer_syntax(ds)
     return ds
 

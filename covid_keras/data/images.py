@@ -110,7 +110,7 @@ def read_xray(path, *, frame=None):
 
     Warns:
         UserWarning: the DICOM pixels were lossy-compressed, its window is
-            invalid, the image is uniform, or a JPEG lacks its end marker.
+            invalid, or the image is uniform.
             Warnings name the file and never carry patient identifiers.
 
     Example:
@@ -181,9 +181,9 @@ def _read_picture(name, frame):
                 f"{name}: starts like a {kind} file but cannot be decoded; it "
                 "is corrupt or truncated, re-export or remove it."
             )
-        if name.lower().endswith(_DICOM_SUFFIXES):
-            # Named like DICOM but without preamble or a group 8 start: let
-            # pydicom try, it reports a readable error if this fails too.
+        if name.lower().endswith(_DICOM_SUFFIXES) and _has_image_header(name):
+            # Named like DICOM, without preamble and not starting with group
+            # 8, yet pydicom finds an image header in it.
             return _read_dicom(name, frame)
         raise errors.ImageReadError(
             f"{name}: is neither DICOM nor a picture OpenCV can read (PNG, "
@@ -194,13 +194,15 @@ def _read_picture(name, frame):
             f"{name}: is a single {kind or 'picture'} image, so it has no frame "
             f"{frame}; leave `frame` unset."
         )
-    if kind == "JPEG" and not _jpeg_is_complete(data):
-        warnings.warn(
-            f"{name}: the JPEG ends without its end-of-image marker, so it is "
-            "probably truncated and its bottom rows may be grey; re-export it.",
-            stacklevel=3,
-        )
     return _picture_to_grey(image, name)
+
+
+def _has_image_header(name):
+    try:
+        ds = dicom_files.read_dataset(name, stop_before_pixels=True)
+    except errors.DicomReadError:
+        return False
+    return "Rows" in ds and "Columns" in ds
 
 
 def _picture_kind(head):
@@ -208,11 +210,6 @@ def _picture_kind(head):
         if head.startswith(signature):
             return kind
     return None
-
-
-def _jpeg_is_complete(data):
-    tail = data[-256:].tobytes().rstrip(b"\x00\r\n\t ")
-    return tail.endswith(b"\xff\xd9")
 
 
 def _picture_to_grey(image, name):

@@ -1,0 +1,68 @@
+"""Shared command-line plumbing: one clear sentence on bad input, no traceback.
+
+Every ``python -m ...`` entry point wraps its ``main`` with :func:`run`: a
+:class:`covid_keras.errors.CovidKerasError` (bad input the user can fix) is
+printed as ``error: <sentence>`` on stderr with exit status 2; ``--debug``
+shows the full traceback instead. Ctrl-C exits with 130 and a short note.
+"""
+
+import argparse
+import logging
+import sys
+import warnings
+
+from covid_keras import errors
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_common_arguments(parser):
+    """Adds ``--debug`` and ``--quiet`` to an argparse parser."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show full tracebacks instead of one-sentence errors",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="hide warnings and progress bars",
+    )
+    return parser
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def run(main, argv=None):
+    """Runs ``main(argv)`` and turns bad-input errors into one line and exit 2.
+
+    Returns:
+        The process exit status (use ``sys.exit(run(main))``).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    if not debug:
+        warnings.formatwarning = _format_warning
+    if "--quiet" in argv:
+        warnings.simplefilter("ignore")
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        status = main(argv)
+    except errors.CovidKerasError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0 if status is None else int(status)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the description's line breaks."""

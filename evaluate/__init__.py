@@ -1,0 +1,1 @@
+"""Command lines that evaluate trained models: ``python -m evaluate.<task>``."""

@@ -1,0 +1,1 @@
+"""Command lines that train the papers' models: ``python -m train.<model>``."""
