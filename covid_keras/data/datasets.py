@@ -351,9 +351,16 @@ def _slice_location(path):
     """SliceLocation of a DICOM file, falling back to ImagePositionPatient z."""
     import pydicom  # imported here: only the "location" order needs it
 
-    ds = pydicom.dcmread(
-        path, stop_before_pixels=True, force=True, specific_tags=["SliceLocation", "ImagePositionPatient"]
-    )
+    try:
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, force=True,
+            specific_tags=["SliceLocation", "ImagePositionPatient"],
+        )
+    except Exception as exc:  # pydicom raises many types on a corrupt header
+        raise errors.DatasetLayoutError(
+            f"{path}: header unreadable ({type(exc).__name__}); re-download the file "
+            "or use slice_order='name'."
+        ) from exc
     if "SliceLocation" in ds and ds.SliceLocation not in (None, ""):
         return float(ds.SliceLocation)
     if "ImagePositionPatient" in ds and ds.ImagePositionPatient:

@@ -245,7 +245,7 @@ def write_ct_series(hu, spacing, folder, *, patient_name="PHANTOM^TEST", patient
 
     Stored values are ``HU + 1024`` in 12 bits (RescaleIntercept -1024),
     slice 0 at ``z0`` mm and each next one ``spacing[0]`` higher. File names
-    are random hex (``shuffle=True``) so that only ImagePositionPatient
+    are random numbers (``shuffle=True``) so that only ImagePositionPatient
     gives the order, as in many real exports.
 
     The identifying tags (``patient_name``, ``patient_id``, ``birth_date``)
@@ -266,7 +266,8 @@ def write_ct_series(hu, spacing, folder, *, patient_name="PHANTOM^TEST", patient
     series_uid = _uid("series", patient_id, seed, n)
     frame_uid = _uid("frame", patient_id, seed)
     stored = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
-    names = [f"{file_prefix}{h:08x}.dcm" for h in rng.choice(2**31, size=n, replace=False)] if shuffle \
+    # Random fixed-width numbers: name order (plain or natural) is not slice order.
+    names = [f"{file_prefix}{h:09d}.dcm" for h in rng.choice(10**9, size=n, replace=False)] if shuffle \
         else [f"{file_prefix}IM{k + 1:04d}.dcm" for k in range(n)]
     x0 = -(cols - 1) / 2 * dx
     y0 = -(rows - 1) / 2 * dy
@@ -382,7 +383,7 @@ class XrayPhantomConfig:
 
 
 def _key(config):
-    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 1}, sort_keys=True)
+    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
