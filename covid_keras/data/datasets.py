@@ -23,6 +23,7 @@ Example:
 import csv
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -249,7 +250,11 @@ def _sorted_records(records):
 
 
 def _warn(message):
-    warnings.warn(message, UserWarning, stacklevel=3)
+    """warnings.warn pointing at the first caller outside this module."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _warn_skipped(count, what, where, reason):
@@ -1056,7 +1061,9 @@ def covid_chestxray(root, task="xraycnn_step2", views=("PA", "AP", "AP Supine"),
         if not row[columns["filename"]] or not os.path.isfile(image):
             missing += 1
             continue
-        pid = row[columns["patientid"]] or pseudonymize(image, namespace="covid-chestxray-image")
+        pid = row[columns["patientid"]] or pseudonymize(
+            row[columns["filename"]], namespace="covid-chestxray-image"
+        )
         records.append(
             Record(
                 patient_id=f"cxr-{pid}",

@@ -30,7 +30,8 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, tra
 from covid_keras import errors
 
 _CHUNK = 1 << 20
-_hash_cache = {}  # absolute path -> ((size, mtime_ns), hex digest)
+_HEAD = 1 << 16  # bytes compared before hashing a whole same-size file
+_hash_cache = {}  # (kind, absolute path) -> ((size, count, mtime_ns), hex digest)
 
 
 # --------------------------------------------------------------------------
@@ -79,17 +80,25 @@ def content_hash(path):
         >>> content_hash("data/chest_xray/test/NORMAL/IM-0001-0001.jpeg")  # doctest: +SKIP
         'e3b0c44298fc1c149afbf4c8996fb924...'
     """
-    key = os.path.abspath(os.fspath(path))
-    size, count, mtime = _signature(key)
+    return _cached_digest(os.path.abspath(os.fspath(path)), limit=None)
+
+
+def _cached_digest(path, limit):
+    """SHA-256 of ``path``'s files, or of a file's first ``limit`` bytes, cached."""
+    signature = _signature(path)
+    key = ("full" if limit is None else "head", path)
     cached = _hash_cache.get(key)
-    if cached is not None and cached[0] == (size, count, mtime):
+    if cached is not None and cached[0] == signature:
         return cached[1]
     digest = hashlib.sha256()
-    for name in _files_under(key):
+    for name in _files_under(path):
         with open(name, "rb") as f:
+            if limit is not None:
+                digest.update(f.read(limit))
+                continue
             for chunk in iter(lambda: f.read(_CHUNK), b""):
                 digest.update(chunk)
-    _hash_cache[key] = ((size, count, mtime), digest.hexdigest())
+    _hash_cache[key] = (signature, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -118,11 +127,19 @@ def _hashes_of_colliding(paths):
     for path, signature in signatures.items():
         by_size[signature].append(path)
     hashes = {}
-    for group in by_size.values():
-        if len(group) > 1:
-            for path in group:
-                hashes[path] = content_hash(path)
+    for (size, count), group in by_size.items():
+        for candidates in _same_head(group) if count == 1 and size > _HEAD else [group]:
+            if len(candidates) > 1:
+                hashes.update((path, content_hash(path)) for path in candidates)
     return hashes, unreadable
+
+
+def _same_head(paths):
+    """Splits same-size files by a hash of their first 64 KiB (cheap pre-filter)."""
+    by_head = defaultdict(list)
+    for path in paths:
+        by_head[_cached_digest(path, limit=_HEAD)].append(path)
+    return list(by_head.values())
 
 
 def _record_paths(records):
@@ -154,7 +171,7 @@ def _content_index(records):
         warnings.warn(
             f"{unreadable} record paths could not be read and were not compared by content.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
     return hashes
 
