@@ -473,20 +473,6 @@ def _tilt_degrees(frames, normal):
 # --------------------------------------------------------------------------
 
 
-def _padding_mask(ds, stored):
-    pad = getattr(ds, "PixelPaddingValue", None)
-    if pad is None:
-        return None
-    pad = int(pad)
-    limit = getattr(ds, "PixelPaddingRangeLimit", None)
-    if limit is None:
-        mask = stored == pad
-    else:
-        lo, hi = sorted((pad, int(limit)))
-        mask = (stored >= lo) & (stored <= hi)
-    return mask if mask.any() else None
-
-
 def _stored_values(frames, cache):
     """Decodes every frame's stored values, each file at most once."""
     out = []
@@ -516,7 +502,7 @@ def _to_hu(frames, stored, padding_hu):
         np.multiply(arr, np.float32(slope), out=out, casting="unsafe")
         if intercept:
             out += np.float32(intercept)
-        mask = _padding_mask(f.ds, arr)
+        mask = dicom_files.padding_mask(arr, f.ds)
         if mask is not None:
             out[mask] = padding_hu
     return hu, missing_rescale

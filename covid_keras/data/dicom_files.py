@@ -271,3 +271,24 @@ def decode_pixels(ds, path):
             f"{str(e).splitlines()[0] if str(e) else ''}); the file may be "
             "truncated or corrupt, re-export or remove it."
         ) from None
+
+
+def padding_mask(stored, header):
+    """Pixels whose stored value PixelPaddingValue (and its range limit) marks
+    as padding (outside the scanned field), or None when there are none.
+
+    Compared on the stored values, before any rescale (PS3.3 C.7.5.1.1.2).
+    """
+    if "PixelPaddingValue" not in header:
+        return None
+    try:
+        value = int(header.PixelPaddingValue)
+        limit = header.get("PixelPaddingRangeLimit")
+        if limit is None:
+            mask = stored == value
+        else:
+            low, high = sorted((value, int(limit)))
+            mask = (stored >= low) & (stored <= high)
+    except (TypeError, ValueError):
+        return None
+    return mask if mask.any() else None

@@ -380,7 +380,7 @@ def _frame_header(ds, index):
 
 
 def _monochrome_to_display(stored, header, name):
-    padding = _padding_mask(stored, header)
+    padding = dicom_files.padding_mask(stored, header)
     values = apply_modality_lut(stored, header)
     if header.get("VOILUTSequence"):
         shown, low, high = _apply_voi_lut(values, header)
@@ -435,23 +435,6 @@ def _apply_window(values, header, name):
     if not np.isfinite(low) or not np.isfinite(high) or low == high:
         return values, None, None
     return shown, float(low), float(high)
-
-
-def _padding_mask(stored, header):
-    """Pixels marked as padding (outside the detector), or None."""
-    if "PixelPaddingValue" not in header:
-        return None
-    try:
-        value = int(header.PixelPaddingValue)
-        limit = header.get("PixelPaddingRangeLimit")
-        if limit is None:
-            mask = stored == value
-        else:
-            low, high = sorted((value, int(limit)))
-            mask = (stored >= low) & (stored <= high)
-    except (TypeError, ValueError):
-        return None
-    return mask if mask.any() else None
 
 
 def _min_max(values, mask, name=None):
