@@ -46,6 +46,18 @@ class LeakageError(SplitError):
     """A patient or an identical image falls on both sides of a split."""
 
 
+class PreprocessingError(CovidKerasError):
+    """A study cannot be turned into a network input by a paper's pipeline."""
+
+
+class NoLungError(PreprocessingError):
+    """No lungs were found (a head CT, a series that misses the chest)."""
+
+
+class CacheError(CovidKerasError):
+    """A preprocessing cache folder is missing, incomplete or built otherwise."""
+
+
 class ConfigurationError(CovidKerasError):
     """An argument or a combination of arguments is invalid."""
 
@@ -60,5 +72,8 @@ __all__ = [
     "DatasetLayoutError",
     "SplitError",
     "LeakageError",
+    "PreprocessingError",
+    "NoLungError",
+    "CacheError",
     "ConfigurationError",
 ]

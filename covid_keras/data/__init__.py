@@ -19,7 +19,7 @@ _EXPORTS = {
     "Record": "covid_keras.data.datasets",
     "load_dataset": "covid_keras.data.datasets",
 }
-_SUBMODULES = ("dicom", "dicom_files", "images", "datasets", "splits", "synthetic", "privacy")
+_SUBMODULES = ("dicom", "dicom_files", "images", "datasets", "splits", "synthetic", "privacy", "records")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

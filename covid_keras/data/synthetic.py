@@ -117,7 +117,7 @@ def _lesions(pathology, rng, geom):
                 angle = rng.uniform(-0.6 * np.pi, 0.6 * np.pi)
                 cx = side * (geom.lung_x + 0.75 * geom.lung_ax * np.cos(angle))
                 cy = geom.lung_y + 0.75 * geom.lung_ay * np.sin(angle)
-                t = rng.uniform(0.35, 0.8)
+                t = rng.uniform(0.4, 0.65)  # where the lungs are widest
                 out.append(
                     _Lesion((cx, cy, t), (rng.uniform(14, 24), rng.uniform(14, 24), rng.uniform(0.05, 0.09)),
                             _HU["ggo"] + rng.uniform(-60, 60), side)
@@ -383,7 +383,7 @@ class XrayPhantomConfig:
 
 
 def _key(config):
-    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 2}, sort_keys=True)
+    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 3}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -524,6 +524,17 @@ def xray_records(root, task="xraycnn_step1"):
 def xray_dataset(task="xraycnn_step1", config=XrayPhantomConfig()):
     """Records of the built-in phantom radiographs for one X-ray class list."""
     return xray_records(xray_dataset_dir(config), task)
+
+
+def as_ct_series(hu, spacing, patient_id="pt-phantom", label=None):
+    """Wraps a phantom volume as an in-memory :class:`CTSeries` (no DICOM)."""
+    from covid_keras.data.dicom import CTSeries
+
+    meta = {"Modality": "CT", "series": "se-phantom", "n_slices": int(hu.shape[0])}
+    if label is not None:
+        meta["label"] = label
+    return CTSeries(hu=np.asarray(hu, np.float32), spacing=tuple(float(s) for s in spacing),
+                    patient_id=patient_id, meta=meta)
 
 
 def write_ct_phantom(folder, label="COVID-19", seed=0, n_slices=40, size=96, slice_spacing=5.0):

@@ -1,0 +1,154 @@
+"""Turning one dataset record into network inputs, for each pipeline.
+
+The cache builder runs :func:`process_record` in worker processes, so this
+module imports neither TensorFlow nor anything heavy beyond the readers and
+the pipelines themselves.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from covid_keras import errors
+
+PIPELINES = ("volume3d", "ct_slices", "xray")
+#: Paper 000 augments the minority classes only.
+MINORITY_CLASSES = ("CAP", "Normal")
+
+_DEFAULT_SIZE = {"volume3d": 224, "ct_slices": 224, "xray": 224}
+_DTYPE = {"volume3d": "float32", "ct_slices": "uint8", "xray": "float32"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """What a cache is built with (part of its fingerprint).
+
+    Attributes:
+        pipeline: ``volume3d``, ``ct_slices`` or ``xray``.
+        size: output side (volume3d: a cube of ``size``).
+        normalization: volume3d / ct_slices grey normalisation.
+        brightness: ct_slices brightness factor (COVID-CT-MD: 2).
+        interpolate: ct_slices spline interpolation factor (1 = none);
+            training sets only.
+        augment_minority: volume3d minority-class augmentation; training
+            sets only.
+        seed: seed of the random augmentations.
+    """
+
+    pipeline: str
+    size: int = 0
+    normalization: str = "minmax"
+    brightness: float = 2.0
+    interpolate: int = 1
+    augment_minority: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.pipeline not in PIPELINES:
+            raise errors.ConfigurationError(
+                f"`pipeline` must be one of {PIPELINES}. Received: pipeline={self.pipeline!r}"
+            )
+        if self.size == 0:
+            object.__setattr__(self, "size", _DEFAULT_SIZE[self.pipeline])
+        if self.size < 8:
+            raise errors.ConfigurationError(f"`size` must be at least 8. Received: size={self.size}")
+        if self.interpolate < 1:
+            raise errors.ConfigurationError(
+                f"`interpolate` must be an integer of at least 1. Received: interpolate={self.interpolate}"
+            )
+
+    @property
+    def dtype(self):
+        return _DTYPE[self.pipeline]
+
+    @property
+    def input_shape(self):
+        """Shape of every example's input."""
+        if self.pipeline == "volume3d":
+            return [self.size] * 3
+        if self.pipeline == "ct_slices":
+            return [self.size, self.size]
+        return [self.size, self.size, 3]
+
+
+@dataclasses.dataclass
+class Item:
+    """One network input made from a record."""
+
+    array: np.ndarray
+    slice_index: int = -1
+    slice_label: int = -1
+    suffix: str = ""
+
+
+def _volume3d(record, options, ct):
+    from covid_keras.preprocess.lung_volume import augment_minority, volume3d
+
+    shape = (options.size,) * 3
+    items = [Item(volume3d(ct, normalization=options.normalization, output_shape=shape))]
+    if options.augment_minority and record.label in MINORITY_CLASSES:
+        extra = augment_minority(ct, seed=options.seed, normalization=options.normalization, output_shape=shape)
+        items += [Item(a, suffix=f"aug{i}") for i, a in enumerate(extra)]
+    return items
+
+
+def _slice_labels_in_volume_order(record, ct):
+    if not record.slice_labels:
+        return None
+    by_name = dict(record.slice_labels)
+    return np.array([int(by_name.get(os.path.basename(p), -1)) for p in ct.source_files])
+
+
+def _ct_slices(record, options, ct):
+    from covid_keras.preprocess.body_slices import ct_slices, interpolate_slices
+
+    slices = ct_slices(ct, size=options.size, brightness=options.brightness,
+                       normalization=options.normalization)
+    labels = _slice_labels_in_volume_order(record, ct)
+    if options.interpolate > 1:
+        slices, labels, _ = interpolate_slices(slices, labels, factor=options.interpolate)
+    if labels is None:
+        labels = np.full(len(slices), -1)
+    return [Item(s, slice_index=k, slice_label=int(lab)) for k, (s, lab) in enumerate(zip(slices, labels))]
+
+
+def _png_slice(record, options):
+    from covid_keras.data import read_xray
+    from covid_keras.preprocess.body_slices import covidx_slice
+
+    img = read_xray(record.paths[0])
+    box = record.extra.get("box") if record.extra else None
+    infected = 0 if record.label == "Normal" else 1
+    return [Item(covidx_slice(img, size=options.size, box=box), slice_label=infected)]
+
+
+def _xray(record, options):
+    from covid_keras.data import read_xray
+    from covid_keras.preprocess.radiograph import xray
+
+    return [Item(xray(read_xray(record.paths[0]), size=options.size))]
+
+
+def process_record(record, options):
+    """Runs one record through the pipeline; returns a list of :class:`Item`.
+
+    Raises:
+        CovidKerasError: the study cannot be read or preprocessed.
+    """
+    path = record.paths[0]
+    if options.pipeline == "xray":
+        return _xray(record, options)
+    if options.pipeline == "ct_slices" and not os.path.isdir(path):
+        return _png_slice(record, options)
+    if not os.path.isdir(path):
+        raise errors.ConfigurationError(
+            f"{path}: the {options.pipeline} pipeline needs a CT series folder, not a file; "
+            "use --pipeline xray for images or ct_slices for PNG slices."
+        )
+    from covid_keras.data import read_ct_series
+
+    ct = read_ct_series(path)
+    if options.pipeline == "volume3d":
+        return _volume3d(record, options, ct)
+    return _ct_slices(record, options, ct)
