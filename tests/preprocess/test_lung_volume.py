@@ -124,8 +124,11 @@ def test_head_ct_raises_no_lung_error(tmp_path, testdata):
     shutil.copy(testdata("693_UNCI.dcm"), tmp_path / "head" / "693_UNCI.dcm")
     with pytest.warns(UserWarning, match="lossy"):
         ct = read_ct_series(str(tmp_path / "head"))
-    with pytest.raises(errors.NoLungError, match=f"series {ct.meta['series']}.*no lungs|only"):
+    with pytest.raises(errors.NoLungError, match=f"series {ct.meta['series']} of patient pt-.*: no lungs found"):
         v3d.volume3d(ct, output_shape=SMALL)
+    # ... for the right reason: not only because one slice is too short.
+    with pytest.raises(errors.NoLungError, match="no lungs found"):
+        v3d.volume3d(ct, output_shape=SMALL, min_slices=1)
 
 
 def test_too_few_lung_slices_raise():
