@@ -35,20 +35,55 @@ def _tf():
     return tf
 
 
+def _varint(n):
+    """Protobuf base-128 varint; negative int64 as 10-byte two's complement."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(value):
+    return _field(1, _field(1, value))  # Feature.bytes_list -> BytesList.value
+
+
+def _int64_feature(values):
+    packed = b"".join(_varint(int(v)) for v in values)
+    return _field(3, _field(1, packed))  # Feature.int64_list -> Int64List.value (packed)
+
+
 def serialize_example(array, label, patient_id, key, slice_index=-1, slice_label=-1):
-    """One ``tf.train.Example`` as bytes (see the module docstring)."""
-    tf = _tf()
+    """One ``tf.train.Example`` as bytes (see the module docstring).
+
+    The Example wire format is written here directly instead of through
+    ``tf.train.Example``: building that message needs TensorFlow imported in
+    every cache worker (seconds each) and copies a 45 MB volume several
+    times (0.3 s per study, measured); this writes the same message (tests
+    parse it back with ``tf.train.Example`` and compare) with one copy.
+    """
     array = np.ascontiguousarray(array)
-    feature = {
-        "input": tf.train.Feature(bytes_list=tf.train.BytesList(value=[array.tobytes()])),
-        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(array.shape))),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        "patient_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(patient_id).encode()])),
-        "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode()])),
-        "slice_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(slice_index)])),
-        "slice_label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(slice_label)])),
+    features = {
+        "input": _bytes_feature(array.tobytes()),
+        "shape": _int64_feature(array.shape),
+        "label": _int64_feature([label]),
+        "patient_id": _bytes_feature(str(patient_id).encode()),
+        "key": _bytes_feature(str(key).encode()),
+        "slice_index": _int64_feature([slice_index]),
+        "slice_label": _int64_feature([slice_label]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, feat)) for name, feat in features.items())
+    return _field(1, entries)  # Example.features -> Features.feature (map entries)
 
 
 def write_shard(path, serialized):

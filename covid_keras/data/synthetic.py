@@ -8,7 +8,7 @@ whose cross-section grows and shrinks along z, a heart, a spine, and the
 scanner table under the body (not touching it). Its pathology is one of
 
 * ``normal``: nothing more;
-* ``covid``: bilateral, peripheral ground-glass patches (about -450 HU)
+* ``covid``: bilateral, peripheral ground-glass patches (about -600 HU)
   hugging the pleura of both lungs (COVID-19);
 * ``cap``: lobar consolidation (about +20 HU) filling the lower posterior
   part of one lung (community-acquired, bacterial pneumonia);
@@ -67,7 +67,7 @@ _HU = {
     "bone": 700.0,
     "marrow": 250.0,
     "table": 100.0,
-    "ggo": -450.0,
+    "ggo": -600.0,  # within clinical GGO (-700..-300), clear of the lung-mask threshold
     "consolidation": 20.0,
 }
 
@@ -383,7 +383,7 @@ class XrayPhantomConfig:
 
 
 def _key(config):
-    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 3}, sort_keys=True)
+    blob = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config), "v": 4}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -125,8 +125,10 @@ def _process_shard(name, recs, options, class_index):
             continue
         for item in items:
             k = f"{key}-{item.suffix}" if item.suffix else key
-            examples.append((item.array, class_index[record.label], record.patient_id, k,
-                             item.slice_index, item.slice_label))
+            # Serialised here, in the worker, so the parent only writes bytes.
+            examples.append(tfrecords.serialize_example(item.array, class_index[record.label],
+                                                        record.patient_id, k, item.slice_index,
+                                                        item.slice_label))
             rows.append({
                 "key": k,
                 "patient_id": record.patient_id,
@@ -140,8 +142,7 @@ def _process_shard(name, recs, options, class_index):
 
 
 def _write_shard(folder, name, examples, rows, skipped):
-    serialized = (tfrecords.serialize_example(*ex) for ex in examples)
-    tfrecords.write_shard(os.path.join(folder, f"{name}.tfrecord"), serialized)
+    tfrecords.write_shard(os.path.join(folder, f"{name}.tfrecord"), examples)
     # The .json is written last: its presence marks the shard as finished.
     tfrecords.write_json(os.path.join(folder, f"{name}.json"), {"records": rows, "skipped": skipped})
 

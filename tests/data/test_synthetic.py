@@ -24,7 +24,7 @@ def test_phantom_anatomy_in_hu():
     assert 0 < peak < 29 and area[0] < area[peak] and area[-1] < area[peak]
 
 
-@pytest.mark.parametrize("pathology,lesion_hu", [("covid", (-520, -380)), ("cap", (0, 40))])
+@pytest.mark.parametrize("pathology,lesion_hu", [("covid", (-680, -520)), ("cap", (0, 40))])
 def test_lesions_labelled_where_they_are(pathology, lesion_hu):
     hu, labels, _ = synthetic.phantom_volume(pathology, n_slices=40, size=96, seed=1, noise_hu=0)
     lo, hi = lesion_hu
@@ -37,7 +37,7 @@ def test_lesions_labelled_where_they_are(pathology, lesion_hu):
 
 def test_covid_is_bilateral_and_cap_unilateral():
     hu, labels, _ = synthetic.phantom_volume("covid", n_slices=40, size=96, seed=2, noise_hu=0)
-    ggo = (hu > -520) & (hu < -380)
+    ggo = (hu > -680) & (hu < -520)
     cols = np.flatnonzero(ggo.any(axis=(0, 1)))
     assert cols.min() < 48 < cols.max()
     hu, _, _ = synthetic.phantom_volume("cap", n_slices=40, size=96, seed=2, noise_hu=0)
@@ -74,7 +74,7 @@ def test_ct_dataset_layout_read_by_covid_ct_md_adapter():
         by_file = dict(r.slice_labels)
         in_order = np.array([by_file[os.path.basename(p)] for p in ct.source_files])
         assert in_order.any()
-        lesion_hu = (-520, -380) if r.label == "COVID-19" else (0, 40)
+        lesion_hu = (-680, -520) if r.label == "COVID-19" else (0, 40)
         lung_band = slice(10, 38)
         for k in np.flatnonzero(in_order):
             sl = ct.hu[k, lung_band]

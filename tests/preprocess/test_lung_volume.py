@@ -57,7 +57,7 @@ def test_lung_mask_with_noise_and_lesions_still_covers_lungs():
 def test_range_selection_keeps_the_lesions():
     ct, hu, labels = _ct("covid", noise=0.0, seed=2)
     _, steps = v3d.volume3d(ct, output_shape=SMALL, return_steps=True)
-    lesion = ((hu > -520) & (hu < -380)).sum(axis=(1, 2)).astype(float)
+    lesion = ((hu > -680) & (hu < -520)).sum(axis=(1, 2)).astype(float)
     assert lesion.sum() > 0
     # Lesion voxels per resampled slice (slice thickness x 0.5: index 2k, 2k+1).
     per_resampled = np.repeat(lesion, 2)
