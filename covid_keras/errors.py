@@ -58,8 +58,15 @@ class CacheError(CovidKerasError):
     """A preprocessing cache folder is missing, incomplete or built otherwise."""
 
 
-class ConfigurationError(CovidKerasError):
-    """An argument or a combination of arguments is invalid."""
+class WeightsError(CovidKerasError):
+    """Pretrained weights cannot be found, downloaded or loaded."""
+
+
+class ConfigurationError(CovidKerasError, ValueError):
+    """An argument or a combination of arguments is invalid.
+
+    Also a ``ValueError``, as Keras and keras-hub raise for bad arguments.
+    """
 
 
 __all__ = [
@@ -75,5 +82,6 @@ __all__ = [
     "PreprocessingError",
     "NoLungError",
     "CacheError",
+    "WeightsError",
     "ConfigurationError",
 ]
