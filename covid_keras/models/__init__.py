@@ -12,7 +12,7 @@ from covid_keras.models.layers import ClippedReLU, ImageNetPreprocessing
 from covid_keras.models.multiscale import multiscale_resnet50
 from covid_keras.models.resnet3d import inflate_from, resnet50_3d
 from covid_keras.models.transfer import densenet_classifier, inceptionv3_classifier, new_densenet
-from covid_keras.models.xray_cnn import HierarchicalXrayClassifier, xray_cnn
+from covid_keras.models.xraycnn import HierarchicalXrayClassifier, xray_cnn
 from covid_keras.models.patient_heads import (
     MaskedGlobalMaxPooling1D,
     bilstm_head,

@@ -6,7 +6,7 @@ import pytest
 
 from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
-from covid_keras.models import xray_cnn as xc
+from covid_keras.models import xraycnn as xc
 
 # Table 1, row by row (ReLU and pooling rows have no parameters).
 TABLE1 = [
