@@ -71,3 +71,58 @@ def run(main, argv=None):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the description's line breaks."""
+
+
+def add_config_arguments(parser, config_cls, helps, skip=()):
+    """Adds one flag per field of a config dataclass (``--field-name``).
+
+    Defaults are not set on the parser (argparse.SUPPRESS), so
+    :func:`config_from_args` can tell what the user typed from what a
+    preset or the dataclass supplies. Booleans get ``--x`` / ``--no-x``;
+    tuples take several values; ``none`` means None for optional strings.
+    """
+    import dataclasses
+
+    defaults = config_cls()
+    for field in dataclasses.fields(config_cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = helps.get(field.name, "")
+        shown = f" (default: {default})" if default not in (None, "") else ""
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text + shown)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=field.name, nargs="+", default=argparse.SUPPRESS,
+                                help=help_text + shown)
+        else:
+            kind = type(default) if default is not None else str
+            parser.add_argument(flag, dest=field.name, type=_none_or(kind), default=argparse.SUPPRESS,
+                                help=help_text + shown)
+    return parser
+
+
+def _none_or(kind):
+    def convert(text):
+        if kind is str and text.lower() == "none":
+            return None
+        return kind(text)
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def config_from_args(config_cls, args, preset=None):
+    """The config: dataclass defaults, then ``preset``, then what the user typed."""
+    import dataclasses
+
+    values = dataclasses.asdict(config_cls())
+    values.update(preset or {})
+    typed = {k: v for k, v in vars(args).items() if k in values}
+    values.update(typed)
+    for k, v in values.items():
+        if isinstance(getattr(config_cls(), k), tuple) and isinstance(v, list):
+            values[k] = tuple(v)
+    return config_cls(**values)

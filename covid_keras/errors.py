@@ -62,6 +62,14 @@ class WeightsError(CovidKerasError):
     """Pretrained weights cannot be found, downloaded or loaded."""
 
 
+class ServingError(CovidKerasError):
+    """A model folder is not a servable model exported by covid_keras.serving.
+
+    No ``saved_model.pb``, no version folder, or no ``assets.extra``
+    metadata saying its classes and preprocessing.
+    """
+
+
 class ConfigurationError(CovidKerasError, ValueError):
     """An argument or a combination of arguments is invalid.
 
@@ -83,5 +91,6 @@ __all__ = [
     "NoLungError",
     "CacheError",
     "WeightsError",
+    "ServingError",
     "ConfigurationError",
 ]

@@ -109,6 +109,12 @@ def _fingerprint(options, classes, shards, dataset):
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def cache_fingerprint(records, options, classes, dataset, records_per_shard=None):
+    """The fingerprint :func:`build_cache` gives these records and settings."""
+    shards = plan_shards(list(records), records_per_shard or default_records_per_shard(records))
+    return _fingerprint(options, list(classes), shards, dataset)
+
+
 def _process_shard(name, recs, options, class_index):
     """Worker: every record of one shard -> (examples, manifest rows, skipped)."""
     examples, rows, skipped = [], [], []

@@ -1,0 +1,49 @@
+"""Classify one CT study (a DICOM series folder) or one image with an exported model.
+
+    python -m covid_keras.predict path/to/series_folder --model saved_models/multiscale_resnet50/1
+    python -m covid_keras.predict chest.png --model saved_models/xray_cnn
+
+Prints one JSON object: {"probabilities": {class: p}, "predicted_class",
+"slices", "model", "model_version", "kind", "aggregation", "input",
+"patient_id" (pseudonymous, CT only)}. The input is preprocessed as the
+model's training data was (the export's assets.extra/covid_keras.json says
+how). A slice classifier's answer for a study is the mean of its slice
+probabilities; a patient pipeline answers for the patient directly.
+--model may be a version folder or a model folder (its latest version).
+Bad input is one sentence on stderr and exit status 2.
+"""
+
+import argparse
+import json
+import sys
+
+from covid_keras import cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m covid_keras.predict", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("path", help="a CT series folder (DICOM files) or an image file (PNG, JPEG, DICOM)")
+    parser.add_argument("--model", required=True,
+                        help="exported model: saved_models/<name>/<version> (or saved_models/<name>)")
+    parser.add_argument("--batch-size", type=int, default=32, help="slices per model call (slice classifiers)")
+    parser.add_argument("--timings", action="store_true",
+                        help="add wall-clock seconds of load, read, preprocess and model")
+    cli.add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1. Received: {args.batch_size}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from covid_keras.serving.predict import predict_study
+
+    result = predict_study(args.path, args.model, batch_size=args.batch_size, timings=args.timings)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,31 @@
+"""Serving: versioned SavedModels for TF Serving, and predictions on one study.
+
+    path = serving.export(model, "saved_models")              # saved_models/<name>/<version>/
+    path = serving.export_patient_pipeline(slice_model, heads, ensemble, "saved_models")
+    meta = serving.load_metadata(path)                         # classes, preprocessing, versions
+    serving.predict_study("study_dir", path)                   # {"probabilities": {...}, ...}
+
+``python -m covid_keras.predict STUDY_DIR_OR_IMAGE --model saved_models/<name>/<version>``
+prints the same answer as JSON. Nothing here imports TensorFlow until a
+model is exported or run.
+"""
+
+from covid_keras.serving.export import (
+    export,
+    export_patient_pipeline,
+    load_metadata,
+    next_version,
+    resolve_version_dir,
+)
+from covid_keras.serving.predict import ServedModel, load_model, predict_study
+
+__all__ = [
+    "ServedModel",
+    "export",
+    "export_patient_pipeline",
+    "load_metadata",
+    "load_model",
+    "next_version",
+    "predict_study",
+    "resolve_version_dir",
+]

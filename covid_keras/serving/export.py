@@ -1,0 +1,764 @@
+"""Exporting models as versioned SavedModels for TF Serving.
+
+Layout (TF Serving serves the integer-named folders under a model's folder,
+the highest by default, and ignores other names, so a half-written export
+in a hidden temporary folder never goes live)::
+
+    saved_models/multiscale_resnet50/       <- TF Serving's --model_base_path
+        1/  saved_model.pb  variables/
+            assets.extra/multiscale_resnet50.keras   (the Keras model)
+            assets.extra/covid_keras.json            (metadata, see load_metadata)
+        2/  ...
+
+Signatures (method ``tensorflow/serving/predict``: use TF Serving's
+``:predict`` REST call or the Predict gRPC; Classify/Regress need a
+tf.Example input these models do not take):
+
+* ``serving_default``: ``image`` float32 [batch, H, W, C], raw pixel values
+  in [0, 255] as :mod:`covid_keras.preprocess` makes them (each model holds
+  its own ``preprocess_input`` as a layer) -> ``probabilities`` float32
+  [batch, classes].
+* ``serving_bytes``: ``image_bytes`` string [batch] of PNG or JPEG files ->
+  ``probabilities``. Each image is decoded to C channels, its 0-255 pixel
+  values cast to float32 and resized to H x W (bilinear, antialiased). This
+  is the ``{"b64": ...}`` form of the REST API.
+
+A patient pipeline (:func:`export_patient_pipeline`) has one
+``serving_default``: ``slices`` float32 [n, H, W, 3], the n slices of ONE
+study -> ``probabilities`` float32 [1, 3], the patient's answer.
+
+REST requests (``curl -d @request.json
+http://host:8501/v1/models/multiscale_resnet50:predict``)::
+
+    {"instances": [<H x W x C nested list>, ...]}
+    {"signature_name": "serving_bytes", "instances": [{"b64": "iVBORw0KGgo..."}]}
+    {"inputs": {"slices": <n x H x W x 3 nested list>}}        (patient pipeline)
+
+The patient pipeline takes the columnar ``inputs`` form: its n slices are one
+example, and its output has a batch of 1, not n.
+
+Every endpoint checks its input inside the graph with ``tf.ensure_shape``
+and ``tf.debugging.assert_all_finite``: a loaded signature checks a
+request's dtype but not its shape, and a wrong-rank tensor aborted the
+whole server process under oneDNN (tensorflow#111453); with the checks a
+wrong-shaped or NaN request fails alone with an InvalidArgumentError.
+
+An export is written to a hidden temporary folder beside the versions
+(``.export-*``) and renamed to its integer name only when complete, so an
+interrupted export never leaves a version TF Serving would try to load;
+the temporary folder is removed on errors (a killed process may leave one,
+which TF Serving and :func:`next_version` ignore).
+
+Each weight is stored once: the archive does not ``track()`` the models,
+which in Keras 3.15 would store every weight twice (keras#23553); the
+endpoint functions capture the variables they use.
+"""
+
+import dataclasses
+import datetime
+import json
+import numbers
+import os
+import re
+import shutil
+import tempfile
+import warnings
+
+from covid_keras import errors
+
+#: The metadata file inside ``assets.extra/``.
+METADATA_FILE = "covid_keras.json"
+#: TF Serving leaves this folder of a version alone (files for the user).
+ASSETS_EXTRA = "assets.extra"
+#: Version of the metadata layout.
+METADATA_FORMAT = 1
+#: Output key of every signature.
+OUTPUT_KEY = "probabilities"
+SERVING_DEFAULT = "serving_default"
+SERVING_BYTES = "serving_bytes"
+#: Pipelines of :mod:`covid_keras.preprocess` a served 2-D model can take.
+SERVED_PIPELINES = ("ct_slices", "xray")
+#: Slices the patient pipeline runs through the slice model at a time
+#: (bounds the memory of a 300-slice study).
+SLICE_BATCH_SIZE = 32
+#: Kinds of export, as written in the metadata.
+KINDS = ("image", "patient_pipeline")
+
+_TMP_PREFIX = ".export-"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_INTEGER = re.compile(r"[0-9]+")
+# Which preprocessing a model's training used, by builder name (default: xray).
+_DEFAULT_PIPELINE = {"multiscale_resnet50": "ct_slices", "patient_pipeline": "ct_slices"}
+# CLASS_NAMES lists to try, by builder name; the first of the right length wins.
+_DEFAULT_CLASS_LISTS = {
+    "multiscale_resnet50": ("ct3",),
+    "patient_pipeline": ("ct3",),
+    "xray_cnn": ("xraycnn_step1", "xraycnn_step2"),
+    "detl_cnn": ("detl_a", "detl_b"),
+    "densenet_classifier": ("transfer_xray", "transfer_ct"),
+    "new_densenet": ("transfer_xray", "transfer_ct"),
+    "inceptionv3_classifier": ("transfer_xray", "transfer_ct"),
+}
+
+
+# --------------------------------------------------------------------------
+# Versions and metadata (no TensorFlow needed)
+# --------------------------------------------------------------------------
+
+
+def _integer_entries(model_dir):
+    """Integer-named entries of ``model_dir`` (folders and stray files alike)."""
+    try:
+        names = os.listdir(model_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if _INTEGER.fullmatch(n))
+
+
+def next_version(model_dir):
+    """The version an export into ``model_dir`` gets: one more than the highest.
+
+    Only integer names count (TF Serving's rule): ``1``, ``2``, ``10`` give
+    11; ``latest``, ``.export-*`` or ``3.keras`` are ignored.
+
+    Args:
+        model_dir: a model's folder, ``<base_dir>/<name>`` (may not exist).
+
+    Returns:
+        An int, 1 for an empty or missing folder.
+
+    Example:
+        >>> next_version("/nonexistent/model")
+        1
+    """
+    versions = _integer_entries(os.fspath(model_dir))
+    return versions[-1] + 1 if versions else 1
+
+
+def resolve_version_dir(path):
+    """A version folder, or a model folder -> the version folder to load.
+
+    ``saved_models/<name>/<version>`` is returned as it is;
+    ``saved_models/<name>`` gives its highest integer version holding a
+    ``saved_model.pb`` (TF Serving's default "latest" policy).
+
+    Raises:
+        ServingError: the folder is missing or holds no SavedModel.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
+        raise errors.ServingError(
+            f"{path}: the model folder {what}; pass a version folder written by "
+            "covid_keras.serving.export, such as saved_models/<name>/1."
+        )
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    for version in reversed(_integer_entries(path)):
+        candidate = os.path.join(path, str(version))
+        if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
+            return candidate
+    raise errors.ServingError(
+        f"{path}: holds no saved_model.pb, nor a version folder with one; pass a version folder "
+        "written by covid_keras.serving.export, such as saved_models/<name>/1."
+    )
+
+
+def load_metadata(version_dir):
+    """Reads ``assets.extra/covid_keras.json`` of an exported version.
+
+    Keys: ``format``, ``name``, ``version``, ``kind`` (``image`` or
+    ``patient_pipeline``), ``class_names`` (softmax order), ``input``
+    (signature input name, shape with None for open dimensions, dtype,
+    value range), ``output``, ``signatures``, ``preprocessing`` (the
+    :mod:`covid_keras.preprocess` pipeline and its arguments, e.g.
+    ``{"pipeline": "ct_slices", "size": 224, "brightness": 2.0,
+    "normalization": "minmax"}``), ``keras_files`` (role -> file name in
+    ``assets.extra``), ``versions`` (covid_keras, tensorflow, keras),
+    ``created`` (UTC) and ``metadata`` (the caller's own).
+
+    Args:
+        version_dir: ``<base_dir>/<name>/<version>``.
+
+    Returns:
+        The metadata dict.
+
+    Raises:
+        ServingError: the file is missing or unreadable.
+    """
+    version_dir = os.fspath(version_dir)
+    path = os.path.join(version_dir, ASSETS_EXTRA, METADATA_FILE)
+    if not os.path.isfile(path):
+        raise errors.ServingError(
+            f"{version_dir}: has no {ASSETS_EXTRA}/{METADATA_FILE}, so its classes and preprocessing "
+            "are unknown; export the model with covid_keras.serving.export."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise errors.ServingError(
+            f"{path}: cannot be read as JSON ({type(e).__name__}); export the model again."
+        ) from None
+    if not isinstance(meta, dict) or meta.get("kind") not in KINDS or not meta.get("class_names"):
+        raise errors.ServingError(
+            f"{path}: is not covid_keras serving metadata (no kind or class_names); export the model again."
+        )
+    return meta
+
+
+# --------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or _INTEGER.fullmatch(name):
+        raise errors.ConfigurationError(
+            "`name` must be a folder name of letters, digits, '.', '_' or '-', not a bare integer "
+            f"(TF Serving would take it for a version). Received: name={name!r}"
+        )
+    return name
+
+
+def _check_version(version):
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+        raise errors.ConfigurationError(
+            f"`version` must be a positive integer or None (the next free one). Received: version={version!r}"
+        )
+    return int(version)
+
+
+def _split_version_dir(base_dir, name, version):
+    """``export(model, "saved_models/<name>/<int>")`` (DESIGN.md's form) -> its parts."""
+    base_dir = os.fspath(base_dir)
+    head, tail = os.path.split(os.path.normpath(base_dir))
+    if name is None and version is None and _INTEGER.fullmatch(tail) and os.path.basename(head):
+        return os.path.dirname(head), os.path.basename(head), int(tail)
+    return base_dir, name, version
+
+
+def _image_input(model, what="model"):
+    """(H, W, C) of a model with one [batch, H, W, C] input."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        count = "no known input" if not inputs else f"{len(inputs)} inputs"
+        raise errors.ConfigurationError(
+            f"The {what} {model.name!r} has {count}; export serves models with one image input "
+            "[batch, H, W, C] (build it with the functional API; export patient heads with "
+            "export_patient_pipeline)."
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise errors.ConfigurationError(
+            f"The {what} {model.name!r} takes input of shape {shape}; export serves 2-D image models "
+            "with a fixed [batch, H, W, C] input."
+        )
+    return tuple(int(d) for d in shape[1:])
+
+
+def _num_classes(model, what="model"):
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
+        shapes = [tuple(o.shape) for o in outputs or ()]
+        raise errors.ConfigurationError(
+            f"The {what} {model.name!r} must have one [batch, classes] output (probabilities). "
+            f"Received: output shapes {shapes}"
+        )
+    return int(outputs[0].shape[-1])
+
+
+def _class_names(class_names, builder, num_classes):
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(names) != num_classes or len(set(names)) != len(names):
+            raise errors.ConfigurationError(
+                f"`class_names` must name each of the model's {num_classes} outputs once, in softmax "
+                f"order. Received: class_names={list(class_names)}"
+            )
+        return names
+    from covid_keras.data.datasets import CLASS_NAMES
+
+    for key in _DEFAULT_CLASS_LISTS.get(builder, ()):
+        if len(CLASS_NAMES[key]) == num_classes:
+            return list(CLASS_NAMES[key])
+    warnings.warn(
+        f"No class list is known for model {builder!r} with {num_classes} outputs; exporting the "
+        "names class_0 ... Pass class_names= to name them.",
+        stacklevel=3,
+    )
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _preprocessing(preprocessing, default_pipeline, size, channels):
+    """The preprocessing record of the metadata (what predict_study redoes)."""
+    if preprocessing is None:
+        preprocessing = {"pipeline": default_pipeline}
+    elif dataclasses.is_dataclass(preprocessing):  # preprocess.pipelines.PipelineOptions
+        preprocessing = dataclasses.asdict(preprocessing)
+    if not isinstance(preprocessing, dict):
+        raise errors.ConfigurationError(
+            "`preprocessing` must be a dict like {'pipeline': 'ct_slices', 'brightness': 2.0}, a "
+            f"PipelineOptions or None. Received: {type(preprocessing).__name__}"
+        )
+    pipeline = preprocessing.get("pipeline")
+    if pipeline not in SERVED_PIPELINES:
+        raise errors.ConfigurationError(
+            f"`preprocessing['pipeline']` must be one of {SERVED_PIPELINES} for a served 2-D model. "
+            f"Received: pipeline={pipeline!r}"
+        )
+    given = preprocessing.get("size") or size
+    if given != size:
+        raise errors.ConfigurationError(
+            f"`preprocessing['size']` ({given}) differs from the model's input side ({size})."
+        )
+    record = {"pipeline": pipeline, "size": int(size)}
+    if pipeline == "ct_slices":
+        if channels != 3:
+            raise errors.ConfigurationError(
+                f"The ct_slices pipeline feeds 3-channel models (the grey slice repeated); this one "
+                f"takes {channels} channels."
+            )
+        record["brightness"] = float(preprocessing.get("brightness", 2.0))
+        record["normalization"] = str(preprocessing.get("normalization", "minmax"))
+        if "window" in preprocessing:
+            record["window"] = [float(v) for v in preprocessing["window"]]
+    return record
+
+
+def _check_metadata(metadata):
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise errors.ConfigurationError(
+            f"`metadata` must be a JSON-serialisable dict. Received: {type(metadata).__name__}"
+        )
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise errors.ConfigurationError(f"`metadata` must be JSON-serialisable: {e}") from None
+    return metadata
+
+
+# --------------------------------------------------------------------------
+# Graph pieces (TensorFlow)
+# --------------------------------------------------------------------------
+
+
+def _checked_images(images, shape, what):
+    """Rank, shape and finiteness checks that run inside the serving graph."""
+    import tensorflow as tf
+
+    height, width, channels = shape
+    images = tf.ensure_shape(images, [None, height, width, channels])
+    return tf.debugging.assert_all_finite(
+        images, f"`{what}` holds NaN or infinite values; send finite pixel values in [0, 255]"
+    )
+
+
+def _decode_images(image_bytes, shape):
+    """string [batch] PNG/JPEG -> float32 [batch, H, W, C], 0-255, resized to H x W."""
+    import tensorflow as tf
+
+    height, width, channels = shape
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        return tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+
+    image_bytes = tf.ensure_shape(image_bytes, [None])
+    return tf.map_fn(decode, image_bytes,
+                     fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
+
+
+def _probabilities(model, images):
+    import tensorflow as tf
+
+    return tf.cast(model(images, training=False), tf.float32)
+
+
+def _archive():
+    """A ``keras.export.ExportArchive`` whose endpoints track their own variables.
+
+    ``ExportArchive.track(model)`` is left out on purpose: with Keras 3.15 on
+    TensorFlow it stores every weight twice (once as the Keras variable it
+    tracks, once as the ``tf.Variable`` the endpoint captures), doubling the
+    SavedModel and the memory of every server that loads it (keras#23553).
+    The endpoints' functions capture every variable they use, which is all
+    a served model needs (``track`` matters for lookup tables, which these
+    models do not have, and for ``.variables`` on the reloaded object).
+    """
+    import keras
+
+    return keras.export.ExportArchive()
+
+
+def _save_keras(model, folder, file_name):
+    model.save(os.path.join(folder, ASSETS_EXTRA, file_name))
+    return file_name
+
+
+def _versions_record():
+    import keras
+    import tensorflow as tf
+
+    import covid_keras
+
+    return {"covid_keras": covid_keras.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _publish(model_dir, version, build, meta):
+    """Builds a version in a temporary folder, then renames it into place.
+
+    Args:
+        model_dir: ``<base_dir>/<name>``.
+        version: the requested version, or None for the next free one.
+        build: ``build(folder)`` writes the SavedModel and assets.extra.
+        meta: metadata without ``version`` (added here).
+
+    Returns:
+        ``(version_dir, version)``.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
+        raise errors.ConfigurationError(
+            f"{os.path.join(model_dir, str(version))}: version {version} exists already; TF Serving "
+            "versions are immutable, so pass another version or version=None for the next one."
+        )
+    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=model_dir)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a server may run as another user
+        build(tmp)
+        while True:
+            chosen = version if version is not None else next_version(model_dir)
+            final = os.path.join(model_dir, str(chosen))
+            with open(os.path.join(tmp, ASSETS_EXTRA, METADATA_FILE), "w", encoding="utf-8") as f:
+                json.dump({**meta, "version": chosen}, f, indent=2, allow_nan=False)
+                f.write("\n")
+            if not os.path.exists(final):
+                try:
+                    os.rename(tmp, final)  # atomic within one file system
+                    return final, chosen
+                except OSError:
+                    if not os.path.exists(final):
+                        raise
+            if version is not None:  # another export took it meanwhile
+                raise errors.ConfigurationError(
+                    f"{final}: version {version} was written by another export meanwhile; pass "
+                    "another version or version=None."
+                )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _base_meta(name, kind, class_names, preprocessing, metadata):
+    return {
+        "format": METADATA_FORMAT,
+        "name": name,
+        "kind": kind,
+        "class_names": class_names,
+        "preprocessing": preprocessing,
+        "versions": _versions_record(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "metadata": metadata,
+    }
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_endpoint=True, *,
+           class_names=None, preprocessing=None):
+    """Exports an image classifier as ``<base_dir>/<name>/<version>/`` for TF Serving.
+
+    Signatures ``serving_default`` (``image`` float32 [batch, H, W, C], raw
+    pixels in [0, 255] -> ``probabilities``) and, with
+    ``image_bytes_endpoint``, ``serving_bytes`` (``image_bytes`` string
+    [batch] of PNG/JPEG files -> ``probabilities``); both check their input
+    in the graph (see the module docstring). The ``.keras`` model and
+    ``covid_keras.json`` (:func:`load_metadata`) go in ``assets.extra/``.
+    Written to a temporary folder and renamed when complete.
+
+    Args:
+        model: a functional ``keras.Model`` with one [batch, H, W, C] input
+            and one [batch, classes] probability output.
+        base_dir: the folder of served models (``saved_models``). A version
+            folder ``saved_models/<name>/<int>`` is accepted too when
+            ``name`` and ``version`` are None.
+        name: the model's folder name (default ``model.name``).
+        version: a positive integer, or None for one more than the highest
+            existing integer folder (1 for the first).
+        metadata: a JSON-serialisable dict stored as ``metadata`` in
+            ``covid_keras.json`` (training data, metrics, git commit ...).
+            Never put patient identifiers in it.
+        image_bytes_endpoint: also add ``serving_bytes``.
+        class_names: names of the outputs in softmax order (default: the
+            paper's list for the model's builder, see
+            ``covid_keras.data.datasets.CLASS_NAMES``).
+        preprocessing: what turns a study or image into the model's input:
+            a dict such as ``{"pipeline": "ct_slices", "brightness": 2.0,
+            "normalization": "minmax"}`` or ``{"pipeline": "xray"}``, or a
+            ``PipelineOptions``; default ``ct_slices`` for
+            ``multiscale_resnet50``, ``xray`` otherwise. The size is the
+            model's input side.
+
+    Returns:
+        The version folder's path.
+
+    Raises:
+        ConfigurationError: the model does not have one image input and one
+            probability output, a bad name / version / metadata /
+            preprocessing, or the version exists already.
+
+    Example:
+        >>> from covid_keras import models
+        >>> m = models.xray_cnn(num_classes=3)
+        >>> export(m, "/tmp/saved_models", version=1)         # doctest: +SKIP
+        '/tmp/saved_models/xray_cnn/1'
+    """
+    base_dir, name, version = _split_version_dir(base_dir, name, version)
+    shape = _image_input(model)
+    num_classes = _num_classes(model)
+    name = _check_name(model.name if name is None else name)
+    version = _check_version(version)
+    metadata = _check_metadata(metadata)
+    names = _class_names(class_names, model.name, num_classes)
+    prep = _preprocessing(preprocessing, _DEFAULT_PIPELINE.get(model.name, "xray"), shape[0], shape[2])
+    if shape[0] != shape[1]:
+        raise errors.ConfigurationError(
+            f"The preprocessing pipelines make square images; model {model.name!r} takes {shape[:2]}."
+        )
+
+    import tensorflow as tf
+
+    height, width, channels = shape
+    keras_file = f"{name}.keras"
+
+    def build(folder):
+        archive = _archive()
+
+        image_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="image")
+
+        @tf.function(input_signature=[image_spec], autograph=False)
+        def serving_default(image):
+            return {OUTPUT_KEY: _probabilities(model, _checked_images(image, shape, "image"))}
+
+        archive.add_endpoint(SERVING_DEFAULT, serving_default)
+        if image_bytes_endpoint:
+            bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+
+            @tf.function(input_signature=[bytes_spec], autograph=False)
+            def serving_bytes(image_bytes):
+                return {OUTPUT_KEY: _probabilities(model, _decode_images(image_bytes, shape))}
+
+            archive.add_endpoint(SERVING_BYTES, serving_bytes)
+        archive.write_out(folder, verbose=False)
+        os.makedirs(os.path.join(folder, ASSETS_EXTRA), exist_ok=True)
+        _save_keras(model, folder, keras_file)
+
+    signatures = {
+        SERVING_DEFAULT: f"image float32 [batch, {height}, {width}, {channels}] in [0, 255] -> "
+                         f"probabilities float32 [batch, {num_classes}]",
+    }
+    if image_bytes_endpoint:
+        signatures[SERVING_BYTES] = (f"image_bytes string [batch] PNG/JPEG -> decoded to {channels} channels, "
+                                     f"resized to {height}x{width} (bilinear, antialiased) -> "
+                                     f"probabilities float32 [batch, {num_classes}]")
+    meta = _base_meta(name, "image", names, prep, metadata)
+    meta.update({
+        "input": {"name": "image", "shape": [None, height, width, channels], "dtype": "float32",
+                  "range": [0.0, 255.0]},
+        "output": {"name": OUTPUT_KEY, "shape": [None, num_classes], "dtype": "float32"},
+        "signatures": signatures,
+        "keras_files": {"model": keras_file},
+        "models": {"model": model.name},
+    })
+    final, _ = _publish(os.path.join(base_dir, name), version, build, meta)
+    return final
+
+
+def _head_list(heads):
+    from covid_keras.models.ensemble import HEAD_ORDER
+
+    if isinstance(heads, dict):
+        if set(heads) != set(HEAD_ORDER):
+            raise errors.ConfigurationError(
+                f"`heads` must have exactly the keys {HEAD_ORDER}. Received: keys={sorted(heads)}"
+            )
+        return [(key, heads[key]) for key in HEAD_ORDER]
+    heads = list(heads)
+    if len(heads) != len(HEAD_ORDER):
+        raise errors.ConfigurationError(
+            f"`heads` must be a dict or a list of the {len(HEAD_ORDER)} heads in the order {HEAD_ORDER}. "
+            f"Received: {len(heads)} heads"
+        )
+    return list(zip(HEAD_ORDER, heads))
+
+
+def _check_head(key, head, want_dim, num_classes):
+    inputs = getattr(head, "inputs", None) or []
+    dim = inputs[0].shape[-1] if len(inputs) == 2 and len(inputs[0].shape) == 3 else None
+    if dim != want_dim:
+        raise errors.ConfigurationError(
+            f"Head {key!r} ({head.name}) must take [slice_features [batch, T, {want_dim}], slice_mask] "
+            f"(the {'weighted ' if 'weighted' in key else ''}slice features). Received: input shapes "
+            f"{[tuple(t.shape) for t in inputs]}"
+        )
+    if _num_classes(head, f"head {key!r}") != num_classes:
+        raise errors.ConfigurationError(
+            f"Head {key!r} ({head.name}) gives {_num_classes(head)} classes; the slice model gives "
+            f"{num_classes}."
+        )
+
+
+def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patient_pipeline", version=None,
+                            metadata=None, *, class_names=None, preprocessing=None,
+                            slice_batch_size=SLICE_BATCH_SIZE):
+    """Exports paper 001's whole patient-level model as ONE SavedModel.
+
+    ``serving_default``: ``slices`` float32 [n, H, W, 3], the n >= 1 slices
+    of one study as :func:`covid_keras.preprocess.ct_slices` makes them (the
+    grey slice repeated over 3 channels, values 0-255) -> ``probabilities``
+    float32 [1, 3]. Inside: the slice model gives per-slice ``features``
+    (1024) and probabilities (3), run ``slice_batch_size`` slices at a time;
+    the weighted features are ``concat(features * p_c)`` (3072, as
+    :func:`covid_keras.models.weighted_features`); the four heads take
+    ``[features[None], all-True mask[None]]`` (Maxpool and BiLSTM the 1024-d,
+    the weighted ones the 3072-d features); their probabilities,
+    concatenated in the order maxpool, maxpool_weighted, bilstm,
+    bilstm_weighted (12), go through the ensemble MLP. Input checks as for
+    :func:`export`. Every ``.keras`` model goes in ``assets.extra/``.
+
+    Args:
+        slice_model: :func:`covid_keras.models.multiscale_resnet50` (a model
+            with a ``features`` layer and a probability output).
+        heads: dict with keys ``maxpool``, ``maxpool_weighted``, ``bilstm``,
+            ``bilstm_weighted`` (or a list in that order).
+        ensemble: :func:`covid_keras.models.ensemble_mlp`.
+        base_dir, name, version, metadata: as for :func:`export`.
+        class_names: default ``CLASS_NAMES["ct3"]``.
+        preprocessing: default ``{"pipeline": "ct_slices", "brightness": 2.0,
+            "normalization": "minmax"}``.
+        slice_batch_size: slices per slice-model call inside the graph.
+
+    Returns:
+        The version folder's path.
+
+    Raises:
+        ConfigurationError: the models do not fit together (feature widths,
+            class counts, head keys), or bad arguments as for :func:`export`.
+    """
+    base_dir, name, version = _split_version_dir(base_dir, name, version)
+    shape = _image_input(slice_model, "slice model")
+    num_classes = _num_classes(slice_model, "slice model")
+    try:
+        features_layer = slice_model.get_layer("features")
+    except ValueError:
+        raise errors.ConfigurationError(
+            f"The slice model {slice_model.name!r} has no layer named 'features'; build it with "
+            "covid_keras.models.multiscale_resnet50."
+        ) from None
+    feature_dim = int(features_layer.output.shape[-1])
+    head_list = _head_list(heads)
+    for key, head in head_list:
+        _check_head(key, head, feature_dim * num_classes if key.endswith("weighted") else feature_dim,
+                    num_classes)
+    ensemble_inputs = getattr(ensemble, "inputs", None) or []
+    if len(ensemble_inputs) != 1 or ensemble_inputs[0].shape[-1] != len(head_list) * num_classes:
+        raise errors.ConfigurationError(
+            f"The ensemble {ensemble.name!r} must take one [batch, {len(head_list) * num_classes}] input "
+            f"(4 heads x {num_classes} probabilities). Received: input shapes "
+            f"{[tuple(t.shape) for t in ensemble_inputs]}"
+        )
+    out_classes = _num_classes(ensemble, "ensemble")
+    name = _check_name(name)
+    version = _check_version(version)
+    metadata = _check_metadata(metadata)
+    if isinstance(slice_batch_size, bool) or not isinstance(slice_batch_size, numbers.Integral) \
+            or slice_batch_size < 1:
+        raise errors.ConfigurationError(
+            f"`slice_batch_size` must be a positive integer. Received: slice_batch_size={slice_batch_size!r}"
+        )
+    slice_batch_size = int(slice_batch_size)
+    names = _class_names(class_names, "patient_pipeline", out_classes)
+    prep = _preprocessing(preprocessing, "ct_slices", shape[0], shape[2])
+
+    import keras
+    import tensorflow as tf
+
+    height, width, channels = shape
+    extractor = keras.Model(slice_model.inputs, [features_layer.output, slice_model.outputs[0]],
+                            name=f"{slice_model.name}_features")
+    feature_spec = tf.TensorSpec([slice_batch_size, feature_dim], tf.float32)
+    prob_spec = tf.TensorSpec([slice_batch_size, num_classes], tf.float32)
+
+    def slice_outputs(slices):
+        """[n, H, W, C] -> features [n, F], probabilities [n, C], slice_batch_size at a time."""
+        n = tf.shape(slices)[0]
+        chunks = (n + slice_batch_size - 1) // slice_batch_size
+        padded = tf.pad(slices, [[0, chunks * slice_batch_size - n], [0, 0], [0, 0], [0, 0]])
+        padded = tf.reshape(padded, [chunks, slice_batch_size, height, width, channels])
+
+        def run(batch):
+            features, probs = extractor(batch, training=False)
+            return tf.cast(features, tf.float32), tf.cast(probs, tf.float32)
+
+        features, probs = tf.map_fn(run, padded, fn_output_signature=(feature_spec, prob_spec),
+                                    parallel_iterations=1)
+        return (tf.reshape(features, [-1, feature_dim])[:n],
+                tf.reshape(probs, [-1, num_classes])[:n])
+
+    def build(folder):
+        archive = _archive()  # the endpoint's function tracks every model's variables, once
+
+        slices_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="slices")
+
+        @tf.function(input_signature=[slices_spec], autograph=False)
+        def serving_default(slices):
+            slices = _checked_images(slices, shape, "slices")
+            n = tf.shape(slices)[0]
+            check = tf.debugging.assert_positive(n, message="`slices` is empty; send the study's slices (n >= 1)")
+            with tf.control_dependencies([check]):
+                slices = tf.identity(slices)
+            features, probs = slice_outputs(slices)
+            weighted = tf.concat([features * probs[:, c:c + 1] for c in range(num_classes)], axis=-1)
+            mask = tf.ones([1, n], tf.bool)
+            head_probs = []
+            for key, head in head_list:
+                x = weighted if key.endswith("weighted") else features
+                head_probs.append(tf.cast(head([x[None], mask], training=False), tf.float32))
+            return {OUTPUT_KEY: _probabilities(ensemble, tf.concat(head_probs, axis=-1))}
+
+        archive.add_endpoint(SERVING_DEFAULT, serving_default)
+        archive.write_out(folder, verbose=False)
+        os.makedirs(os.path.join(folder, ASSETS_EXTRA), exist_ok=True)
+        _save_keras(slice_model, folder, "slice_model.keras")
+        for key, head in head_list:
+            _save_keras(head, folder, f"{key}.keras")
+        _save_keras(ensemble, folder, "ensemble.keras")
+
+    keras_files = {"slice_model": "slice_model.keras", **{key: f"{key}.keras" for key, _ in head_list},
+                   "ensemble": "ensemble.keras"}
+    meta = _base_meta(name, "patient_pipeline", names, prep, metadata)
+    meta.update({
+        "input": {"name": "slices", "shape": [None, height, width, channels], "dtype": "float32",
+                  "range": [0.0, 255.0]},
+        "output": {"name": OUTPUT_KEY, "shape": [1, out_classes], "dtype": "float32"},
+        "signatures": {
+            SERVING_DEFAULT: f"slices float32 [n, {height}, {width}, {channels}] (one study) -> "
+                             f"probabilities float32 [1, {out_classes}]",
+        },
+        "keras_files": keras_files,
+        "models": {"slice_model": slice_model.name, **{key: head.name for key, head in head_list},
+                   "ensemble": ensemble.name},
+        "head_order": [key for key, _ in head_list],
+        "slice_batch_size": slice_batch_size,
+    })
+    final, _ = _publish(os.path.join(base_dir, name), version, build, meta)
+    return final

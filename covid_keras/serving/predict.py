@@ -1,0 +1,213 @@
+"""One study (a DICOM series folder) or one image -> an exported model's answer.
+
+:func:`predict_study` redoes the preprocessing the exported model was
+trained with (its ``covid_keras.json`` says which) and runs the
+SavedModel's ``serving_default`` signature, as TF Serving would:
+
+* a CT series folder -> :func:`covid_keras.data.read_ct_series` ->
+  :func:`covid_keras.preprocess.ct_slices` (size, brightness and
+  normalisation from the metadata) -> uint8 [n, H, W] -> float32
+  [n, H, W, 3] (the grey slice repeated);
+* an image file (PNG, JPEG, DICOM) -> :func:`covid_keras.data.read_xray`
+  -> :func:`covid_keras.preprocess.xray` for X-ray models, or
+  :func:`covid_keras.preprocess.covidx_slice` (one CT slice, as COVIDx-CT)
+  for CT slice models.
+
+The study-level answer depends on the export:
+
+* a slice classifier (``kind == "image"``) classifies every slice; its
+  answer for the study is the mean of the slice probabilities
+  (``"aggregation": "mean_of_slices"``), reported with the slice count;
+* a patient pipeline (:func:`covid_keras.serving.export_patient_pipeline`)
+  gives the patient answer directly (``"aggregation": "patient_pipeline"``).
+
+Only the pseudonymous ``patient_id`` of :class:`CTSeries` ever appears in
+the result, never PatientName or PatientID. TensorFlow is imported only
+once the input has been read, so bad paths fail fast.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from covid_keras import errors
+from covid_keras.serving.export import SERVING_DEFAULT, load_metadata, resolve_version_dir
+
+#: Slices per signature call for a slice classifier.
+BATCH_SIZE = 32
+
+
+class ServedModel:
+    """An exported version loaded for prediction: its signature and metadata.
+
+    Args:
+        model_dir: a version folder (``saved_models/<name>/<version>``) or a
+            model folder (its highest version is taken).
+
+    Attributes:
+        version_dir: the version folder loaded.
+        metadata: :func:`covid_keras.serving.load_metadata`'s dict.
+        name, version, kind, class_names, preprocessing: from the metadata.
+
+    Raises:
+        ServingError: no SavedModel or no covid_keras metadata there.
+    """
+
+    def __init__(self, model_dir):
+        self.version_dir = resolve_version_dir(model_dir)
+        self.metadata = load_metadata(self.version_dir)
+        self.name = self.metadata.get("name")
+        self.version = self.metadata.get("version")
+        self.kind = self.metadata["kind"]
+        self.class_names = list(self.metadata["class_names"])
+        self.preprocessing = dict(self.metadata.get("preprocessing") or {})
+        self.input_name = self.metadata.get("input", {}).get("name", "image")
+        self.input_shape = self.metadata.get("input", {}).get("shape")
+        self._signature = None
+
+    @property
+    def signature(self):
+        """The loaded ``serving_default`` (loaded on first use)."""
+        if self._signature is None:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(self.version_dir)
+            if SERVING_DEFAULT not in loaded.signatures:
+                raise errors.ServingError(
+                    f"{self.version_dir}: the SavedModel has no {SERVING_DEFAULT} signature; export it "
+                    "with covid_keras.serving.export."
+                )
+            self._loaded = loaded  # keeps the variables alive
+            self._signature = loaded.signatures[SERVING_DEFAULT]
+        return self._signature
+
+    def __call__(self, inputs):
+        """float32 [n, H, W, C] -> probabilities as a NumPy array."""
+        import tensorflow as tf
+
+        out = self.signature(**{self.input_name: tf.constant(inputs, tf.float32)})
+        return out["probabilities"].numpy()
+
+
+def load_model(model_dir):
+    """Loads an exported version for :func:`predict_study` (reuse it for many studies)."""
+    return ServedModel(model_dir)
+
+
+def _channels(grey, channels):
+    """float32 [..., H, W] -> [..., H, W, channels] (the grey repeated)."""
+    grey = np.asarray(grey, dtype=np.float32)
+    return np.repeat(grey[..., None], channels, axis=-1)
+
+
+def _read_and_preprocess(path, model, seconds):
+    """Returns (inputs float32 [n, H, W, C], what, patient_id)."""
+    from covid_keras import data, preprocess
+
+    prep = model.preprocessing
+    pipeline = prep.get("pipeline")
+    size = int(prep.get("size") or model.input_shape[1])
+    channels = int(model.input_shape[-1]) if model.input_shape else 3
+    if pipeline not in ("ct_slices", "xray"):
+        raise errors.ServingError(
+            f"{model.version_dir}: its metadata names preprocessing {pipeline!r}, which predict_study "
+            "cannot redo; export it with covid_keras.serving.export."
+        )
+    is_series = os.path.isdir(path) or (not os.path.exists(path) and pipeline == "ct_slices")
+    if is_series:
+        if pipeline != "ct_slices":
+            raise errors.ConfigurationError(
+                f"{path}: is a folder, but model {model.name} (version {model.version}) takes single "
+                "X-ray images; pass an image file."
+            )
+        start = time.perf_counter()
+        ct = data.read_ct_series(path)
+        seconds["read"] = time.perf_counter() - start
+        start = time.perf_counter()
+        options = {k: prep[k] for k in ("brightness", "normalization") if k in prep}
+        if "window" in prep:
+            options["window"] = tuple(prep["window"])
+        slices = preprocess.ct_slices(ct, size=size, **options)
+        inputs = _channels(slices, channels)
+        seconds["preprocess"] = time.perf_counter() - start
+        return inputs, "ct_series", ct.patient_id
+    start = time.perf_counter()
+    img = data.read_xray(path)
+    seconds["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if pipeline == "xray":
+        x = preprocess.xray(img, size=size)  # [size, size, 3]
+        inputs = x[None] if channels == 3 else x[None, ..., :channels]
+    else:  # one CT slice image, e.g. a COVIDx-CT PNG
+        inputs = _channels(preprocess.covidx_slice(img, size=size)[None], channels)
+    seconds["preprocess"] = time.perf_counter() - start
+    return inputs, "image", None
+
+
+def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False):
+    """Classifies one study (a DICOM series folder) or one image with an exported model.
+
+    Args:
+        path: a CT series folder, or an image file (PNG, JPEG, DICOM).
+        model_dir: an exported version folder (``saved_models/<name>/<v>``),
+            a model folder (its latest version), or a :class:`ServedModel`
+            from :func:`load_model`.
+        batch_size: slices per call of a slice classifier.
+        timings: add ``"seconds"``: ``load``, ``read``, ``preprocess``,
+            ``model`` and ``total`` wall-clock seconds.
+
+    Returns:
+        A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
+        ``slices`` (slices or images run), ``model``, ``model_version``,
+        ``kind``, ``aggregation`` (``mean_of_slices``, ``patient_pipeline``
+        or ``image``), ``input`` (``ct_series`` or ``image``) and, for a CT
+        series, the pseudonymous ``patient_id``.
+
+    Raises:
+        ServingError: ``model_dir`` holds no exported model.
+        NoDicomError, DicomReadError, SeriesGeometryError, ModalityError,
+        ImageReadError, PreprocessingError: the study cannot be read or
+            preprocessed (each one sentence naming the path).
+        ConfigurationError: a folder given to an X-ray model, or a bad
+            ``batch_size``.
+
+    Example:
+        >>> predict_study("study_dir", "saved_models/multiscale_resnet50/1")   # doctest: +SKIP
+        {'probabilities': {'Normal': 0.2, 'CAP': 0.1, 'COVID-19': 0.7}, 'predicted_class': 'COVID-19', ...}
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise errors.ConfigurationError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
+    total_start = time.perf_counter()
+    seconds = {}
+    path = os.fspath(path)
+    start = time.perf_counter()
+    model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
+    inputs, what, patient_id = _read_and_preprocess(path, model, seconds)
+    model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
+    seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
+    start = time.perf_counter()
+    if model.kind == "patient_pipeline":
+        probabilities = model(inputs)[0]
+        aggregation = "patient_pipeline"
+    else:
+        per_slice = np.concatenate([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+        probabilities = per_slice.mean(axis=0)
+        aggregation = "mean_of_slices" if what == "ct_series" else "image"
+    seconds["model"] = time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - total_start
+    result = {
+        "probabilities": {c: float(p) for c, p in zip(model.class_names, probabilities)},
+        "predicted_class": model.class_names[int(np.argmax(probabilities))],
+        "slices": int(len(inputs)),
+        "model": model.name,
+        "model_version": model.version,
+        "kind": model.kind,
+        "aggregation": aggregation,
+        "input": what,
+    }
+    if patient_id:
+        result["patient_id"] = patient_id
+    if timings:
+        result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return result

@@ -1,0 +1,140 @@
+"""One training stage: class-weighted fit, best-validation weights, resumable.
+
+:func:`fit_stage` compiles the model with Adam at the stage's learning rate,
+fits with Keras' BackupAndRestore (an interrupted stage continues from its
+last finished epoch), CSVLogger, TensorBoard and a ModelCheckpoint that
+keeps the best validation accuracy (its threshold restored from the log
+when resuming), loads those best weights at the end and records them as the
+finished stage. A finished stage is skipped on the next run: its best
+weights are loaded instead.
+"""
+
+import dataclasses
+import os
+import shutil
+import sys
+
+import keras
+import numpy as np
+
+from covid_keras.training.runs import write_json
+
+
+def balanced_class_weights(labels, num_classes):
+    """scikit-learn's "balanced" weights: n / (k * count), classes absent get 1.0.
+
+    Returns:
+        ``{class_index: weight}`` for Keras' ``class_weight``.
+    """
+    labels = np.asarray(labels, dtype=int)
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def describe_class_weights(weights, classes, counts):
+    """One line for the log: ``Normal 120 x0.84, CAP ...``."""
+    return ", ".join(f"{c} {int(counts[i])} x{weights[i]:.2f}" for i, c in enumerate(classes))
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    best_val_accuracy: float
+    epochs_run: int
+    weights: str
+    skipped: bool = False
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Records which epochs this process actually trained."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, class_weight=None,
+              extra_callbacks=(), verbose=1, log=print, previous=None):
+    """Trains one stage (or loads it when already finished).
+
+    Args:
+        model: the Keras model to train (trainable flags already set).
+        run: the :class:`covid_keras.training.runs.RunFolder`.
+        name: stage name (file names under the run folder).
+        train_ds, val_ds: ``tf.data`` datasets of (inputs, label) batches.
+        learning_rate: Adam's learning rate.
+        epochs: epochs of the stage.
+        class_weight: Keras class weights.
+        extra_callbacks: more callbacks (tests stop training with one).
+        verbose: Keras progress output.
+        log: where one-line messages go.
+        previous: the :class:`StageResult` of the stage before, on the same
+            validation set: this stage keeps new weights only when they beat
+            its validation accuracy, and otherwise ends with its weights.
+
+    Returns:
+        A :class:`StageResult`; ``model`` holds the best weights.
+    """
+    weights_path = run.file("stages", f"{name}.weights.h5")
+    if run.stage_done(name):
+        model.load_weights(weights_path)
+        result = run.stage_result(name)
+        log(f"[{name}] finished in an earlier run (best val_accuracy {result['best_val_accuracy']:.4f}); "
+            "loaded its best weights.")
+        return StageResult(name, result["best_val_accuracy"], result["epochs_run"], weights_path, skipped=True)
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    best_file = run.file("checkpoints", name, "best.weights.h5")
+    resumed_best = run.best_val_accuracy(name)
+    candidates = [v for v in (resumed_best, previous.best_val_accuracy if previous else None) if v is not None]
+    previous_best = max(candidates) if candidates else None
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        best_file, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+        initial_value_threshold=previous_best,
+    )
+    recorder = EpochRecorder()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(run.file("checkpoints", name, "backup"), save_freq="epoch",
+                                         delete_checkpoint=True),
+        checkpoint,
+        keras.callbacks.CSVLogger(run.file("logs", f"{name}.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run.path, "tensorboard", name), write_graph=False),
+        recorder,
+        *extra_callbacks,
+    ]
+    if resumed_best is not None:
+        log(f"[{name}] resuming (best val_accuracy so far {resumed_best:.4f}).")
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,
+              callbacks=callbacks, verbose=verbose)
+    if os.path.exists(best_file):
+        model.load_weights(best_file)
+        shutil.copyfile(best_file, weights_path)
+        best = max(v for v in (run.best_val_accuracy(name), previous_best) if v is not None)
+    elif previous is not None:  # no epoch beat the stage before: keep its weights
+        model.load_weights(previous.weights)
+        shutil.copyfile(previous.weights, weights_path)
+        best = previous.best_val_accuracy
+        log(f"[{name}] no epoch beat the previous stage's {best:.4f}; keeping its weights.")
+    else:
+        model.save_weights(weights_path)
+        best = run.best_val_accuracy(name)
+    write_json(run.file("stages", f"{name}.json"),
+               {"best_val_accuracy": best, "epochs_run": len(recorder.epochs),
+                "learning_rate": learning_rate, "epochs": epochs})
+    log(f"[{name}] done: best val_accuracy {best:.4f}.")
+    return StageResult(name, best, len(recorder.epochs), weights_path)
+
+
+def printer(quiet=False):
+    """A one-line logger to stderr (silent with ``quiet``)."""
+    def log(message):
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+    return log

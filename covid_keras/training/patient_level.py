@@ -1,0 +1,298 @@
+"""Paper 001, levels 2 and 3: the four patient heads, then the ensemble.
+
+Per-slice features are extracted once per study from the slice classifier
+(features A: the 1024-d ``features`` layer; features B: 3072-d, A times each
+class probability) and stored in the run folder. The four heads
+(Maxpool, Maxpool-Weighted, BiLSTM, BiLSTM-Weighted) train on padded,
+masked slice sequences; the ensemble on their 12 concatenated
+probabilities. Everything uses the slice-level run's patient split: heads
+and ensemble select their best weights on the validation patients and are
+reported on the held-out test patients.
+"""
+
+import dataclasses
+import glob
+import os
+
+import numpy as np
+
+from covid_keras import errors
+from covid_keras.evaluation import classification_report
+from covid_keras.training import pipelines
+from covid_keras.training.fitting import balanced_class_weights, describe_class_weights, fit_stage, printer
+from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
+
+#: The heads, in the ensemble's input order: (feature set, builder).
+HEADS = {
+    "maxpool": ("A", "maxpool_head"),
+    "maxpool_weighted": ("B", "maxpool_head"),
+    "bilstm": ("A", "bilstm_head"),
+    "bilstm_weighted": ("B", "bilstm_head"),
+}
+
+
+@dataclasses.dataclass
+class PatientLevelConfig:
+    """Settings of the patient-level heads (paper 001 defaults)."""
+
+    slice_run: str | None = None
+    heads: tuple = tuple(HEADS)
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 25
+    l1: float = 1e-5
+    l2: float = 1e-4
+    lstm_units: int = 512
+    seed: int = 0
+    run_dir: str | None = None
+    runs_root: str = "runs"
+    fresh: bool = False
+    verbose: int = 2
+    quiet: bool = False
+
+
+@dataclasses.dataclass
+class EnsembleConfig:
+    """Settings of the ensemble MLP (paper 001 defaults)."""
+
+    patient_run: str | None = None
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 200
+    l1: float = 1e-5
+    l2: float = 1e-4
+    seed: int = 0
+    run_dir: str | None = None
+    runs_root: str = "runs"
+    export_dir: str | None = "saved_models"
+    fresh: bool = False
+    verbose: int = 0
+    quiet: bool = False
+
+
+def latest_run(runs_root, command, what):
+    """The newest finished run folder of ``command`` (has summary.json)."""
+    found = sorted(glob.glob(os.path.join(runs_root, command, "*", "summary.json")), key=os.path.getmtime)
+    if not found:
+        raise errors.ConfigurationError(
+            f"{os.path.join(runs_root, command)}: no finished run found; {what}"
+        )
+    return os.path.dirname(found[-1])
+
+
+# --------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------
+
+
+def extract_features(model_path, cache, out_path, batch_size=64, log=print):
+    """Per-study features A and slice probabilities, extracted once into ``out_path`` (.npz)."""
+    import keras
+    import tensorflow as tf
+
+    if os.path.exists(out_path):
+        log(f"features: reusing {out_path}")
+        return load_features(out_path)
+    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    extractor = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
+    arrays, index = {}, []
+    for key, pid, label, slices, _ in pipelines.study_slices(cache):
+        images = tf.repeat(tf.cast(slices, tf.float32)[..., None], 3, axis=-1)
+        feats, probs = extractor.predict(images, batch_size=batch_size, verbose=0)
+        arrays[f"{key}/features"] = feats.astype(np.float32)
+        arrays[f"{key}/probabilities"] = probs.astype(np.float32)
+        index.append({"key": key, "patient_id": pid, "label": label, "slices": len(slices)})
+    tmp = out_path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out_path)
+    write_json(out_path + ".json", index)
+    log(f"features: extracted {len(index)} studies into {out_path}")
+    return load_features(out_path)
+
+
+def load_features(path):
+    """``[(key, patient_id, label, features [n, 1024], probabilities [n, 3])]``."""
+    import json
+
+    with open(path + ".json") as f:
+        index = json.load(f)
+    data = np.load(path)
+    return [(e["key"], e["patient_id"], e["label"], data[f"{e['key']}/features"],
+             data[f"{e['key']}/probabilities"]) for e in index]
+
+
+def feature_set(features, probabilities, kind):
+    """Features A (as extracted) or B (weighted by each class probability)."""
+    from covid_keras.models import weighted_features
+
+    return features if kind == "A" else weighted_features(features, probabilities)
+
+
+def sequence_dataset(items, *, training, batch_size, seed=0):
+    """``tf.data`` of padded, masked slice sequences: ({features, mask}, label) batches."""
+    import tensorflow as tf
+
+    width = items[0][0].shape[-1]
+
+    def generate():
+        for feats, label in items:
+            yield {"slice_features": feats, "slice_mask": np.ones(len(feats), bool)}, label
+
+    spec = ({"slice_features": tf.TensorSpec([None, width], tf.float32),
+             "slice_mask": tf.TensorSpec([None], tf.bool)}, tf.TensorSpec([], tf.int64))
+    ds = tf.data.Dataset.from_generator(generate, output_signature=spec).cache()
+    if training:
+        ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
+    return ds.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _items(studies, patients, kind):
+    chosen = [s for s in studies if s[1] in set(patients)]
+    return [(feature_set(f, p, kind), label) for _, _, label, f, p in chosen]
+
+
+def _predict_heads(heads, studies, batch_size):
+    """[n_studies, 4 * 3] concatenated head probabilities, in HEADS order."""
+    columns = []
+    for name, model in heads.items():
+        kind = HEADS[name][0]
+        items = [(feature_set(f, p, kind), label) for _, _, label, f, p in studies]
+        ds = sequence_dataset(items, training=False, batch_size=batch_size).map(lambda x, y: x)
+        columns.append(model.predict(ds, verbose=0))
+    return np.concatenate(columns, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Level 2: heads
+# --------------------------------------------------------------------------
+
+
+def train_patient_level(config, log=None):
+    """Trains the four patient heads on a slice-level run; returns the summary."""
+    import keras
+
+    from covid_keras import models
+
+    log = log or printer(config.quiet)
+    keras.utils.set_random_seed(config.seed)
+    slice_run = config.slice_run or latest_run(config.runs_root, "slice_level",
+                                               "run `python -m train.slice_level` first or pass --slice-run.")
+    source = read_json(os.path.join(slice_run, "summary.json"),
+                       "run `python -m train.slice_level` to the end first.")
+    split = read_json(os.path.join(slice_run, "split.json"), "the slice-level run has no split.json.")
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("run_dir", "fresh", "verbose", "quiet")}
+    settings["slice_run"] = os.path.abspath(slice_run)
+    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "patient_level", config_hash(settings)),
+                         settings, fresh=config.fresh)
+    log(f"run folder: {run.path}")
+    classes = source["classes"]
+    studies = extract_features(source["model"], source["cache"], run.file("features.npz"), log=log)
+    unknown = sorted(set(config.heads) - set(HEADS))
+    if unknown:
+        raise errors.ConfigurationError(f"unknown heads {unknown}; choose from {', '.join(HEADS)}.")
+
+    paths, reports = {}, {}
+    for name in config.heads:
+        kind, builder = HEADS[name]
+        train_items = _items(studies, split["train"], kind)
+        val_items = _items(studies, split["val"], kind)
+        labels = np.array([y for _, y in train_items])
+        weights = balanced_class_weights(labels, len(classes))
+        log(f"[{name}] {len(train_items)} training / {len(val_items)} validation studies; class weights: "
+            f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
+        kwargs = {"feature_dim": train_items[0][0].shape[-1], "num_classes": len(classes),
+                  "l1": config.l1, "l2": config.l2, "name": f"{name}_head"}
+        if builder == "bilstm_head":
+            kwargs["lstm_units"] = config.lstm_units
+        head = getattr(models, builder)(**kwargs)
+        fit_stage(head, run, name, sequence_dataset(train_items, training=True, batch_size=config.batch_size,
+                                                    seed=config.seed),
+                  sequence_dataset(val_items, training=False, batch_size=config.batch_size),
+                  learning_rate=config.learning_rate, epochs=config.epochs, class_weight=weights,
+                  verbose=config.verbose, log=log)
+        paths[name] = run.file("heads", f"{name}.keras")
+        head.save(paths[name])
+        for part in ("val", "test"):
+            part_items = _items(studies, split[part], kind)
+            if part_items:
+                ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
+                probs = head.predict(ds.map(lambda x, y: x), verbose=0)
+                reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
+    summary = {"command": "train.patient_level", "slice_run": os.path.abspath(slice_run), "classes": classes,
+               "features": run.file("features.npz"), "heads": paths, "reports": reports,
+               "slice_model": source["model"], "pipeline": source.get("pipeline")}
+    write_json(run.file("summary.json"), summary)
+    return summary
+
+
+# --------------------------------------------------------------------------
+# Level 3: ensemble
+# --------------------------------------------------------------------------
+
+
+def train_ensemble(config, log=None):
+    """Trains the ensemble MLP on the heads' probabilities; returns the summary."""
+    import keras
+
+    from covid_keras import models
+
+    log = log or printer(config.quiet)
+    keras.utils.set_random_seed(config.seed)
+    patient_run = config.patient_run or latest_run(config.runs_root, "patient_level",
+                                                   "run `python -m train.patient_level` first or pass --patient-run.")
+    source = read_json(os.path.join(patient_run, "summary.json"),
+                       "run `python -m train.patient_level` to the end first.")
+    split = read_json(os.path.join(source["slice_run"], "split.json"), "the slice-level run has no split.json.")
+    missing = [h for h in HEADS if h not in source["heads"]]
+    if missing:
+        raise errors.ConfigurationError(
+            f"{patient_run}: the ensemble needs all four heads; {', '.join(missing)} were not trained "
+            "(run train.patient_level with every head)."
+        )
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("run_dir", "fresh", "verbose", "quiet", "export_dir")}
+    settings["patient_run"] = os.path.abspath(patient_run)
+    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "ensemble", config_hash(settings)),
+                         settings, fresh=config.fresh)
+    log(f"run folder: {run.path}")
+    classes = source["classes"]
+    heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in HEADS}
+    studies = load_features(source["features"])
+    parts = {}
+    for part in ("train", "val", "test"):
+        chosen = [s for s in studies if s[1] in set(split[part])]
+        if chosen:
+            parts[part] = (_predict_heads(heads, chosen, 64), np.array([s[2] for s in chosen]))
+    import tensorflow as tf
+
+    def batches(part, training):
+        x, y = parts[part]
+        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y))
+        if training:
+            ds = ds.shuffle(len(y), seed=config.seed, reshuffle_each_iteration=True)
+        return ds.batch(config.batch_size)
+
+    labels = parts["train"][1]
+    weights = balanced_class_weights(labels, len(classes))
+    log(f"[ensemble] {len(labels)} training / {len(parts['val'][1])} validation studies; class weights: "
+        f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
+    ensemble = models.ensemble_mlp(num_heads=len(HEADS), num_classes=len(classes), l1=config.l1, l2=config.l2)
+    fit_stage(ensemble, run, "ensemble", batches("train", True), batches("val", False),
+              learning_rate=config.learning_rate, epochs=config.epochs, class_weight=weights,
+              verbose=config.verbose, log=log)
+    path = run.file("ensemble.keras")
+    ensemble.save(path)
+    reports = {part: classification_report(y, ensemble.predict(x, verbose=0), classes)
+               for part, (x, y) in parts.items() if part != "train"}
+    summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
+               "model": path, "reports": reports}
+    if config.export_dir:
+        from covid_keras import serving
+
+        slice_model = keras.saving.load_model(source["slice_model"], safe_mode=True, compile=False)
+        summary["exported"] = serving.export_patient_pipeline(
+            slice_model, heads, ensemble, config.export_dir,
+            metadata={"classes": classes, "pipeline": source.get("pipeline")})
+    write_json(run.file("summary.json"), summary)
+    return summary

@@ -1,0 +1,113 @@
+"""Run folders: the config used, logs, checkpoints, and resuming.
+
+A run folder holds ``config.json`` (every setting of the run),
+``split.json`` (the patient split), ``logs/<stage>.csv`` (Keras CSVLogger),
+``tensorboard/<stage>/``, ``checkpoints/<stage>/`` (BackupAndRestore state
+while a stage runs), ``stages/<stage>.weights.h5`` + ``.json`` (the best
+weights and metrics of each finished stage) and ``summary.json`` at the end.
+
+The folder's default name is derived from the configuration, so running the
+same command again finds the interrupted run and resumes it; a finished
+stage is never trained again, a running one continues from its last
+finished epoch.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+from covid_keras import errors
+
+
+def config_hash(config):
+    """Eight hex digits identifying a configuration (JSON-serialisable dict)."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """A run's folder. ``RunFolder.open(path, config)`` creates or resumes it."""
+
+    path: str
+
+    @classmethod
+    def open(cls, path, config, fresh=False, resume_keys_ignored=("epochs_scale",)):
+        """Creates the folder, or checks that an existing one ran ``config``.
+
+        Raises:
+            ConfigurationError: the folder holds a run with another config
+                (pass ``fresh=True``, i.e. ``--fresh``, to start over).
+        """
+        path = os.fspath(path)
+        if fresh and os.path.isdir(path):
+            shutil.rmtree(path)
+        os.makedirs(path, exist_ok=True)
+        run = cls(path)
+        config_path = run.file("config.json")
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                old = json.load(f)
+            if _comparable(old) != _comparable(config):
+                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                raise errors.ConfigurationError(
+                    f"{path}: holds a run with other settings ({', '.join(changed[:6])} differ); "
+                    "pass --fresh to start it over or --run-dir to use another folder."
+                )
+        else:
+            write_json(config_path, config)
+        return run
+
+    def file(self, *parts):
+        full = os.path.join(self.path, *parts)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return full
+
+    def stage_done(self, stage):
+        return os.path.exists(self.file("stages", f"{stage}.json"))
+
+    def stage_result(self, stage):
+        with open(self.file("stages", f"{stage}.json")) as f:
+            return json.load(f)
+
+    def best_val_accuracy(self, stage):
+        """The best val_accuracy logged so far in a stage (for a resumed checkpoint), or None."""
+        path = self.file("logs", f"{stage}.csv")
+        if not os.path.exists(path):
+            return None
+        import csv
+
+        with open(path) as f:
+            values = [float(r["val_accuracy"]) for r in csv.DictReader(f) if r.get("val_accuracy")]
+        return max(values) if values else None
+
+
+def _comparable(config):
+    return {k: v for k, v in config.items() if k not in ("run_dir", "fresh", "debug", "quiet")}
+
+
+def write_json(path, obj):
+    """Writes JSON atomically (numpy scalars converted)."""
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=default)
+    os.replace(tmp, path)
+
+
+def read_json(path, what):
+    """Reads a JSON file another command wrote, with a clear error when missing."""
+    if not os.path.exists(path):
+        raise errors.ConfigurationError(f"{path}: not found; {what}")
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,277 @@
+"""Paper 001, level 1: the multi-scale ResNet50 slice classifier, in stages.
+
+Stages (SPEC.md, MultiScale), each switchable, each keeping its
+best-validation-accuracy weights:
+
+1. ``pretrain`` - the whole model on a pre-training set (COVIDx-CT in the
+   paper; ``--pretrain-data``), Adam 1e-3, 10 epochs. Without a pre-training
+   set it runs on the training slices themselves.
+2. ``last_layers`` - only the last two layers (``features``,
+   ``probabilities``), Adam 1e-4, 10 epochs.
+3. ``finetune`` - every layer but BatchNormalization (BN frozen: inference
+   mode, moving statistics untouched), Adam 1e-5, 10 epochs.
+4. ``pseudo_label`` - the model picks infected slices of the patients that
+   have only a patient label; retrain 25 epochs on them plus stage 3's
+   slices (ours: stage 3's learning rate and freezing).
+
+Normal slices of infected patients are left out of stages 2-4. The patient
+split (train / validation / held-out test, by patient, with the leakage
+guard) is written to the run folder and reused by the patient level and the
+ensemble.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from covid_keras import errors
+from covid_keras.evaluation import classification_report
+from covid_keras.training import pipelines
+from covid_keras.training.fitting import balanced_class_weights, describe_class_weights, fit_stage, printer
+from covid_keras.training.runs import RunFolder, config_hash, write_json
+
+STAGES = ("pretrain", "last_layers", "finetune", "pseudo_label")
+TRAINABLE = {"pretrain": "all", "last_layers": "last2", "finetune": "all_but_bn", "pseudo_label": "all_but_bn"}
+
+
+@dataclasses.dataclass
+class SliceLevelConfig:
+    """Every setting of a slice-level run (paper 001 defaults; see PHANTOM_PRESET)."""
+
+    data: str | None = None
+    dataset: str = "covid-ct-md"
+    pretrain_data: str | None = None
+    pretrain_dataset: str = "covidx-ct"
+    weights: str | None = "imagenet"
+    image_size: int = 224
+    brightness: float = 2.0
+    batch_size: int = 64
+    stages: tuple = STAGES
+    pretrain_lr: float = 1e-3
+    pretrain_epochs: int = 10
+    last_layers_lr: float = 1e-4
+    last_layers_epochs: int = 10
+    finetune_lr: float = 1e-5
+    finetune_epochs: int = 10
+    pseudo_lr: float = 1e-5
+    pseudo_epochs: int = 25
+    pseudo_threshold: float = 0.5
+    dropout: float = 0.5
+    augment: bool = True
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    slice_stride: int = 1
+    phantom_patients_per_class: int = 10
+    seed: int = 0
+    workers: int = 0
+    run_dir: str | None = None
+    runs_root: str = "runs"
+    export_dir: str | None = "saved_models"
+    fresh: bool = False
+    verbose: int = 1
+    quiet: bool = False
+
+
+#: The small preset used on the built-in phantoms (no --data): a few
+#: minutes on 2 CPU cores instead of the paper's days on a GPU.
+PHANTOM_PRESET = {
+    "weights": None, "image_size": 64, "batch_size": 32, "slice_stride": 2,
+    "pretrain_epochs": 6, "last_layers_epochs": 2, "finetune_epochs": 2, "pseudo_epochs": 2,
+}
+
+
+def set_trainable(model, mode):
+    """Paper 001's freezing: ``all``, ``last2`` (features + probabilities) or ``all_but_bn``."""
+    import keras
+
+    for layer in model.layers:
+        if mode == "all":
+            layer.trainable = True
+        elif mode == "last2":
+            layer.trainable = layer.name in ("features", "probabilities")
+        elif mode == "all_but_bn":
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        else:
+            raise errors.ConfigurationError(f"unknown trainable mode {mode!r}")
+
+
+def load_records(data, dataset, phantom_patients, seed):
+    """Study records of a real dataset, or of the built-in phantoms."""
+    from covid_keras.data import datasets, synthetic
+
+    if data:
+        return dataset, datasets.load_dataset(dataset, data)
+    config = synthetic.CTPhantomConfig(patients_per_class=phantom_patients, seed=seed)
+    return "synthetic-ct", synthetic.ct_dataset(config)
+
+
+def split_patients(records_list, val_fraction, test_fraction, seed):
+    """Patient-grouped, stratified train / validation / test split with the leakage guard."""
+    from covid_keras.data.splits import holdout_split
+
+    labels = {r.label for r in records_list}
+    if len(labels) < 2:
+        only = next(iter(labels)) if labels else "none"
+        raise errors.ConfigurationError(
+            f"the dataset has only one class ({only}); a classifier needs studies of at least two "
+            "classes, check --data and --dataset."
+        )
+    rest, test = holdout_split(records_list, test_size=test_fraction, seed=seed) if test_fraction else (records_list, [])
+    train, val = holdout_split(rest, test_size=val_fraction / max(1e-9, 1 - test_fraction), seed=seed + 1)
+    return {name: sorted({r.patient_id for r in part}) for name, part in
+            (("train", train), ("val", val), ("test", test))}
+
+
+def _augmenting(model, size, seed):
+    """The model behind paper 001's fused augmentation (active in training only)."""
+    import keras
+
+    from covid_keras.augment import RandomAffine
+
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    # Translation is 20 px at 224 x 224 in the paper; scaled with the image.
+    augment = RandomAffine(translation=20.0 * size / 224.0, seed=seed, name="augmentation")
+    return keras.Model(inputs, model(augment(inputs)), name=f"{model.name}_training")
+
+
+def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
+    """Stage 4: slices of label-only infected patients the model calls infected.
+
+    A slice is pseudo-labelled when the model gives the patient's class a
+    probability of at least ``threshold``.
+    """
+    import tensorflow as tf
+
+    candidates = {r.id: r for r in rows if r.patient_id in set(patients) and r.label != pipelines.NORMAL
+                  and r.slice_label == -1}
+    if not candidates:
+        return set()
+    classes = pipelines.CT_CLASSES
+    selection = {sid: classes.index(r.label) for sid, r in candidates.items()}
+    chosen = set()
+    for key, pid, label, slices, _ in pipelines.study_slices(folder, {r.key for r in candidates.values()}):
+        probs = model.predict(tf.repeat(tf.cast(slices, tf.float32)[..., None], 3, axis=-1),
+                              batch_size=batch_size, verbose=0)
+        for i, p in enumerate(probs):
+            sid = f"{key}#{i}"
+            if sid in selection and p[selection[sid]] >= threshold:
+                chosen.add(sid)
+    return chosen
+
+
+def evaluate_slices(model, folder, rows, patients, classes, batch_size, stride=1):
+    """Slice-level report on ``patients`` (labelled slices, stage 2-3 rules)."""
+    selection = pipelines.select_slices(rows, patients, classes, stride=stride)
+    ds = pipelines.slice_dataset(folder, selection, training=False, batch_size=batch_size)
+    y_true = np.concatenate([y.numpy() for _, y in ds])
+    probs = model.predict(ds.map(lambda x, y: x), verbose=0)
+    return classification_report(y_true, probs, classes)
+
+
+def train_slice_level(config, log=None):
+    """Runs paper 001's slice-level training; returns the summary dict."""
+    import keras
+
+    from covid_keras.models import multiscale_resnet50
+    from covid_keras.preprocess.pipelines import PipelineOptions
+
+    log = log or printer(config.quiet)
+    keras.utils.set_random_seed(config.seed)
+    dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed)
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("run_dir", "fresh", "verbose", "quiet", "workers")}
+    run_dir = config.run_dir or os.path.join(config.runs_root, "slice_level", f"{dataset}-{config_hash(settings)}")
+    run = RunFolder.open(run_dir, settings, fresh=config.fresh)
+    log(f"run folder: {run.path}")
+
+    split_path = run.file("split.json")
+    if os.path.exists(split_path):
+        import json
+
+        with open(split_path) as f:
+            split = json.load(f)
+    else:
+        split = split_patients(recs, config.val_fraction, config.test_fraction, config.seed)
+        write_json(split_path, split)
+    log(f"patients: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test")
+
+    options = PipelineOptions("ct_slices", size=config.image_size, brightness=config.brightness)
+    folder = pipelines.ensure_slice_cache(recs, dataset, options, workers=config.workers or None,
+                                          progress=not config.quiet)
+    rows, classes = pipelines.manifest_rows(folder)
+
+    model = multiscale_resnet50(input_shape=(config.image_size,) * 2 + (3,), weights=config.weights,
+                                dropout=config.dropout)
+    trainer = _augmenting(model, config.image_size, config.seed) if config.augment else model
+    results, pseudo = {}, set()
+    for stage in STAGES:
+        if stage not in config.stages:
+            continue
+        if stage == "pretrain" and config.pretrain_data:
+            stage_folder, stage_rows, stage_split = _pretrain_source(config, options, log)
+        else:
+            stage_folder, stage_rows, stage_split = folder, rows, split
+        if stage == "pseudo_label":
+            pseudo = pseudo_labels(model, folder, rows, split["train"], config.pseudo_threshold,
+                                   config.batch_size)
+            log(f"[pseudo_label] {len(pseudo)} slices of label-only infected patients pseudo-labelled")
+        set_trainable(model, TRAINABLE[stage])
+        train_sel = pipelines.select_slices(stage_rows, stage_split["train"], classes, pseudo=pseudo,
+                                            stride=config.slice_stride)
+        val_sel = pipelines.select_slices(stage_rows, stage_split["val"], classes, stride=config.slice_stride)
+        labels = np.fromiter(train_sel.values(), dtype=int)
+        weights = balanced_class_weights(labels, len(classes))
+        log(f"[{stage}] {len(train_sel)} training / {len(val_sel)} validation slices; class weights: "
+            f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
+        train_ds = pipelines.slice_dataset(stage_folder, train_sel, training=True,
+                                           batch_size=config.batch_size, seed=config.seed)
+        val_ds = pipelines.slice_dataset(stage_folder, val_sel, training=False, batch_size=config.batch_size)
+        lr = getattr(config, {"pretrain": "pretrain_lr", "last_layers": "last_layers_lr",
+                              "finetune": "finetune_lr", "pseudo_label": "pseudo_lr"}[stage])
+        epochs = getattr(config, {"pretrain": "pretrain_epochs", "last_layers": "last_layers_epochs",
+                                  "finetune": "finetune_epochs", "pseudo_label": "pseudo_epochs"}[stage])
+        # Stages 2-4 share the validation set (stage 1 too, without separate
+        # pre-training data): a stage keeps new weights only if they beat it.
+        earlier = [results[s] for s in STAGES if s in results]
+        same_val = earlier and not (earlier[-1].name == "pretrain" and config.pretrain_data)
+        results[stage] = fit_stage(trainer, run, stage, train_ds, val_ds, learning_rate=lr, epochs=epochs,
+                                   class_weight=weights, verbose=config.verbose, log=log,
+                                   previous=earlier[-1] if same_val else None)
+
+    model_path = run.file("model.keras")
+    model.save(model_path)
+    report = {part: evaluate_slices(model, folder, rows, split[part], classes, config.batch_size)
+              for part in ("val", "test") if split[part]}
+    summary = {
+        "command": "train.slice_level",
+        "dataset": dataset,
+        "classes": classes,
+        "cache": folder,
+        "image_size": config.image_size,
+        "pipeline": dataclasses.asdict(options),
+        "model": model_path,
+        "stages": {k: dataclasses.asdict(v) for k, v in results.items()},
+        "slice_report": report,
+    }
+    if config.export_dir:
+        from covid_keras import serving
+
+        summary["exported"] = serving.export(model, config.export_dir, name="multiscale_resnet50",
+                                             metadata={"classes": classes, "pipeline": dataclasses.asdict(options)})
+    write_json(run.file("summary.json"), summary)
+    return summary
+
+
+def _pretrain_source(config, options, log):
+    """Stage 1 on a separate pre-training dataset (COVIDx-CT in the paper)."""
+    from covid_keras.data import datasets
+
+    recs = datasets.load_dataset(config.pretrain_dataset, config.pretrain_data)
+    folder = pipelines.ensure_slice_cache(recs, config.pretrain_dataset, options,
+                                          workers=config.workers or None, progress=not config.quiet)
+    rows, _ = pipelines.manifest_rows(folder)
+    split = split_patients(recs, config.val_fraction, 0.0, config.seed)
+    log(f"[pretrain] on {config.pretrain_dataset}: {len(split['train'])} train / {len(split['val'])} "
+        "validation patients (train + val of the paper's split combined)")
+    return folder, rows, split

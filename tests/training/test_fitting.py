@@ -1,0 +1,134 @@
+"""Stage fitting: resume after a crash, best weights, BN frozen, class weights, slice rules."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from covid_keras import errors
+from covid_keras.training import pipelines
+from covid_keras.training.fitting import EpochRecorder, balanced_class_weights, fit_stage
+from covid_keras.training.runs import RunFolder
+from covid_keras.training.slice_level import set_trainable
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Crash(f"simulated crash after epoch {epoch}")
+
+
+def _tiny():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(8, activation="relu", name="features")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probabilities")(x))
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def test_interrupted_stage_resumes_from_the_next_epoch(tmp_path):
+    keras.utils.set_random_seed(0)
+    run = RunFolder.open(tmp_path / "run", {"test": 1})
+    with pytest.raises(Crash):
+        fit_stage(_tiny(), run, "stage", _data(), _data(1), learning_rate=1e-2, epochs=4, verbose=0,
+                  extra_callbacks=[CrashAfterEpoch(1)], log=lambda m: None)
+    assert not run.stage_done("stage")
+    recorder = EpochRecorder()
+    result = fit_stage(_tiny(), run, "stage", _data(), _data(1), learning_rate=1e-2, epochs=4, verbose=0,
+                       extra_callbacks=[recorder], log=lambda m: None)
+    assert recorder.epochs == [2, 3]  # epochs 0 and 1 were finished before the crash
+    with open(run.file("logs", "stage.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert run.stage_done("stage") and result.epochs_run == 2
+    # A third run skips the finished stage and loads its best weights.
+    again = fit_stage(_tiny(), run, "stage", _data(), _data(1), learning_rate=1e-2, epochs=4, verbose=0,
+                      log=lambda m: None)
+    assert again.skipped and again.best_val_accuracy == result.best_val_accuracy
+
+
+def test_best_validation_weights_are_kept(tmp_path):
+    run = RunFolder.open(tmp_path / "run", {"test": 2})
+    model = _tiny()
+    result = fit_stage(model, run, "s", _data(), _data(1), learning_rate=1e-2, epochs=5, verbose=0,
+                       log=lambda m: None)
+    with open(run.file("logs", "s.csv")) as f:
+        best = max(float(r["val_accuracy"]) for r in csv.DictReader(f))
+    assert result.best_val_accuracy == pytest.approx(best)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert model.evaluate(_data(1), verbose=0)[1] == pytest.approx(best)
+
+
+def test_run_folder_refuses_other_settings(tmp_path):
+    RunFolder.open(tmp_path / "run", {"lr": 1})
+    with pytest.raises(errors.ConfigurationError, match="other settings \\(lr differ\\).*--fresh"):
+        RunFolder.open(tmp_path / "run", {"lr": 2})
+    RunFolder.open(tmp_path / "run", {"lr": 2}, fresh=True)
+
+
+@pytest.mark.slow
+def test_batchnorm_stays_frozen_in_stage_three(tmp_path):
+    from covid_keras.models import multiscale_resnet50
+
+    model = multiscale_resnet50(input_shape=(32, 32, 3), weights=None)
+    set_trainable(model, "all_but_bn")
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(layer.trainable for layer in bns)
+    assert model.get_layer("conv1_conv").trainable and model.get_layer("features").trainable
+    before_bn = [w.numpy() for layer in bns for w in layer.weights]
+    before_conv = model.get_layer("conv2_block1_1_conv").kernel.numpy()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    run = RunFolder.open(tmp_path / "run", {"bn": 1})
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    fit_stage(model, run, "finetune", ds, ds, learning_rate=1e-2, epochs=1, verbose=0, log=lambda m: None)
+    after_bn = [w.numpy() for layer in bns for w in layer.weights]
+    for a, b in zip(before_bn, after_bn):
+        np.testing.assert_array_equal(a, b)  # gamma, beta, moving mean and variance untouched
+    assert not np.array_equal(before_conv, model.get_layer("conv2_block1_1_conv").kernel.numpy())
+
+
+def test_last_two_layers_mode():
+    from covid_keras.models import multiscale_resnet50
+
+    model = multiscale_resnet50(input_shape=(32, 32, 3), weights=None)
+    set_trainable(model, "last2")
+    assert {layer.name for layer in model.layers if layer.trainable and layer.weights} == {"features", "probabilities"}
+
+
+def test_balanced_class_weights():
+    w = balanced_class_weights([0, 0, 0, 1], 3)
+    assert w == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0), 2: 1.0}
+
+
+def test_select_slices_follows_paper_001():
+    rows = [
+        pipelines.SliceRow("n", "p-normal", "Normal", 0, -1),
+        pipelines.SliceRow("c", "p-covid", "COVID-19", 0, 0),
+        pipelines.SliceRow("c", "p-covid", "COVID-19", 1, 1),
+        pipelines.SliceRow("u", "p-unlabelled", "CAP", 0, -1),
+        pipelines.SliceRow("u", "p-unlabelled", "CAP", 1, -1),
+        pipelines.SliceRow("o", "p-other", "CAP", 0, 1),
+    ]
+    classes = list(pipelines.CT_CLASSES)
+    everyone = ["p-normal", "p-covid", "p-unlabelled"]
+    sel = pipelines.select_slices(rows, everyone, classes)
+    assert sel == {"n#0": 0, "c#1": 2}  # clean slices of infected patients left out
+    assert pipelines.select_slices(rows, everyone, classes, pseudo={"u#1"}) == {"n#0": 0, "c#1": 2, "u#1": 1}
+    assert pipelines.select_slices(rows, everyone, classes, clean_slices_of_infected=True)["c#0"] == 0
+    assert pipelines.select_slices(rows, ["p-other"], classes) == {"o#0": 1}
