@@ -5,7 +5,8 @@
         --pretrain-data /data/COVIDx-CT --pretrain-dataset covidx-ct
 
 With no --data the built-in synthetic phantoms are used with a small preset
-(64 x 64 slices, every 2nd slice, 6/2/2/2 epochs, batch 32, weights=None);
+(64 x 64 slices, every 2nd slice, 10/2/2/2 epochs, batch 16, weights=None,
+no augmentation, BatchNormalization momentum 0.9);
 with --data the paper's settings are the defaults (224 x 224, Adam 1e-3 /
 1e-4 / 1e-5 / 1e-5, 10/10/10/25 epochs, batch 64, ImageNet weights). The
 run folder (runs/slice_level/<dataset>-<hash>/, or --run-dir) holds the
@@ -42,6 +43,7 @@ HELP = {
     "pseudo_epochs": "stage 4 epochs",
     "pseudo_threshold": "probability of the patient's class a slice needs to be pseudo-labelled infected",
     "dropout": "dropout before the features layer (ours: the paper gives no rate)",
+    "bn_momentum": "BatchNormalization momentum (Keras' 0.99; the phantom preset trains from scratch with 0.9)",
     "augment": "paper 001's fused augmentation (rotation, shift, zoom, shear, flip, brightness)",
     "val_fraction": "fraction of patients for validation (best-weights selection)",
     "test_fraction": "fraction of patients held out for the final test report",

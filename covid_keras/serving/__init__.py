@@ -10,7 +10,7 @@ prints the same answer as JSON. Nothing here imports TensorFlow until a
 model is exported or run.
 """
 
-from covid_keras.serving.export import (
+from covid_keras.serving.savedmodel import (
     export,
     export_patient_pipeline,
     load_metadata,

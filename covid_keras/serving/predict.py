@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from covid_keras import errors
-from covid_keras.serving.export import SERVING_DEFAULT, load_metadata, resolve_version_dir
+from covid_keras.serving.savedmodel import SERVING_DEFAULT, load_metadata, resolve_version_dir
 
 #: Slices per signature call for a slice classifier.
 BATCH_SIZE = 32

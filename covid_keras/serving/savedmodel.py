@@ -20,8 +20,10 @@ tf.Example input these models do not take):
   [batch, classes].
 * ``serving_bytes``: ``image_bytes`` string [batch] of PNG or JPEG files ->
   ``probabilities``. Each image is decoded to C channels, its 0-255 pixel
-  values cast to float32 and resized to H x W (bilinear, antialiased). This
-  is the ``{"b64": ...}`` form of the REST API.
+  values (16-bit PNGs scaled to 0-255) cast to float32 and resized to H x W
+  (bilinear, antialiased). This is the ``{"b64": ...}`` form of the REST
+  API. It does not redo a paper's preprocessing (body crop, brightness):
+  send images that already went through it, as for ``serving_default``.
 
 A patient pipeline (:func:`export_patient_pipeline`) has one
 ``serving_default``: ``slices`` float32 [n, H, W, 3], the n slices of ONE
@@ -328,6 +330,28 @@ def _preprocessing(preprocessing, default_pipeline, size, channels):
     return record
 
 
+def _from_metadata(metadata, class_names, preprocessing):
+    """Class names and preprocessing a caller put in ``metadata`` instead of the arguments.
+
+    ``metadata["class_names"]`` or ``metadata["classes"]`` (a list), and
+    ``metadata["preprocessing"]`` or ``metadata["pipeline"]`` (a dict with a
+    ``"pipeline"`` key, e.g. ``dataclasses.asdict(PipelineOptions)``), are
+    used when the argument is None, so that what predict_study redoes is
+    what training did.
+    """
+    if class_names is None:
+        for key in ("class_names", "classes"):
+            if isinstance(metadata.get(key), (list, tuple)):
+                class_names = metadata[key]
+                break
+    if preprocessing is None:
+        for key in ("preprocessing", "pipeline"):
+            if isinstance(metadata.get(key), dict) and "pipeline" in metadata[key]:
+                preprocessing = metadata[key]
+                break
+    return class_names, preprocessing
+
+
 def _check_metadata(metadata):
     if metadata is None:
         return {}
@@ -496,11 +520,14 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
             existing integer folder (1 for the first).
         metadata: a JSON-serialisable dict stored as ``metadata`` in
             ``covid_keras.json`` (training data, metrics, git commit ...).
-            Never put patient identifiers in it.
+            Never put patient identifiers in it. Its ``class_names`` /
+            ``classes`` and ``preprocessing`` / ``pipeline`` entries stand
+            in for the arguments below when those are None.
         image_bytes_endpoint: also add ``serving_bytes``.
         class_names: names of the outputs in softmax order (default: the
             paper's list for the model's builder, see
-            ``covid_keras.data.datasets.CLASS_NAMES``).
+            ``covid_keras.data.datasets.CLASS_NAMES``, with a warning when
+            none fits).
         preprocessing: what turns a study or image into the model's input:
             a dict such as ``{"pipeline": "ct_slices", "brightness": 2.0,
             "normalization": "minmax"}`` or ``{"pipeline": "xray"}``, or a
@@ -528,6 +555,7 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
     name = _check_name(model.name if name is None else name)
     version = _check_version(version)
     metadata = _check_metadata(metadata)
+    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
     names = _class_names(class_names, model.name, num_classes)
     prep = _preprocessing(preprocessing, _DEFAULT_PIPELINE.get(model.name, "xray"), shape[0], shape[2])
     if shape[0] != shape[1]:
@@ -686,6 +714,7 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
             f"`slice_batch_size` must be a positive integer. Received: slice_batch_size={slice_batch_size!r}"
         )
     slice_batch_size = int(slice_batch_size)
+    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
     names = _class_names(class_names, "patient_pipeline", out_classes)
     prep = _preprocessing(preprocessing, "ct_slices", shape[0], shape[2])
 

@@ -17,7 +17,7 @@ import pytest
 from covid_keras import errors, serving
 
 # The module, not the function serving.export that shadows its name.
-export_module = importlib.import_module("covid_keras.serving.export")
+export_module = importlib.import_module("covid_keras.serving.savedmodel")
 
 SIZE = 64
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -221,6 +221,31 @@ def test_versions_increment_and_ignore_other_names(tmp_path):
     # A model folder resolves to its latest version, as TF Serving's default policy.
     assert serving.resolve_version_dir(model_dir) == os.path.join(model_dir, "9")
     assert sorted(n for n in os.listdir(model_dir) if n.startswith(".export-") and n != ".export-leftover") == []
+
+
+def test_class_names_and_preprocessing_from_arguments_or_metadata(tmp_path):
+    from covid_keras import models
+    from covid_keras.preprocess.pipelines import PipelineOptions
+
+    cnn = models.xray_cnn(num_classes=3)
+    path = serving.export(cnn, str(tmp_path), image_bytes_endpoint=False, class_names=["a", "b", "c"],
+                          preprocessing=PipelineOptions("ct_slices", size=SIZE, brightness=1.5))
+    meta = serving.load_metadata(path)
+    assert meta["class_names"] == ["a", "b", "c"]
+    assert meta["preprocessing"] == {"pipeline": "ct_slices", "size": SIZE, "brightness": 1.5,
+                                     "normalization": "minmax"}
+    # What a training run records in its metadata counts when the arguments are left out.
+    trained = {"classes": ["Normal", "CAP", "COVID-19"],
+               "pipeline": {"pipeline": "ct_slices", "size": SIZE, "brightness": 1.0, "normalization": "window",
+                            "interpolate": 2, "seed": 0}}
+    meta = serving.load_metadata(serving.export(cnn, str(tmp_path), image_bytes_endpoint=False, metadata=trained))
+    assert meta["class_names"] == trained["classes"] and meta["metadata"] == trained
+    assert meta["preprocessing"] == {"pipeline": "ct_slices", "size": SIZE, "brightness": 1.0,
+                                     "normalization": "window"}
+    with pytest.raises(errors.ConfigurationError, match="size"):
+        serving.export(cnn, str(tmp_path), preprocessing={"pipeline": "xray", "size": 224})
+    with pytest.warns(UserWarning, match="class_names"):
+        serving.export(models.xray_cnn(num_classes=5), str(tmp_path), image_bytes_endpoint=False)
 
 
 def test_an_interrupted_export_leaves_no_version(tmp_path, monkeypatch):
