@@ -27,6 +27,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", required=True,
                         help="exported model: saved_models/<name>/<version> (or saved_models/<name>)")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call (slice classifiers)")
+    parser.add_argument("--no-lung-check", action="store_true",
+                        help="predict a CT series even when no lungs are found (by default a head or abdomen "
+                             "series is refused)")
     parser.add_argument("--timings", action="store_true",
                         help="add wall-clock seconds of load, read, preprocess and model")
     cli.add_common_arguments(parser)
@@ -40,7 +43,8 @@ def main(argv=None):
     args = parse_args(argv)
     from covid_keras.serving.predict import predict_study
 
-    result = predict_study(args.path, args.model, batch_size=args.batch_size, timings=args.timings)
+    result = predict_study(args.path, args.model, batch_size=args.batch_size, timings=args.timings,
+                           check_lungs=not args.no_lung_check)
     print(json.dumps(result))
     return 0
 

@@ -101,7 +101,7 @@ def _channels(grey, channels):
     return np.repeat(grey[..., None], channels, axis=-1)
 
 
-def _read_and_preprocess(path, model, seconds):
+def _read_and_preprocess(path, model, seconds, check_lungs=True):
     """Returns (inputs float32 [n, H, W, C], what, patient_id)."""
     from covid_keras import data, preprocess
 
@@ -125,6 +125,11 @@ def _read_and_preprocess(path, model, seconds):
         ct = data.read_ct_series(path)
         seconds["read"] = time.perf_counter() - start
         start = time.perf_counter()
+        if check_lungs:
+            # A chest model would still answer for a head CT: refuse it instead.
+            from covid_keras.preprocess.lung_volume import require_lungs
+
+            require_lungs(ct)
         options = {k: prep[k] for k in ("brightness", "normalization") if k in prep}
         if "window" in prep:
             options["window"] = tuple(prep["window"])
@@ -145,7 +150,7 @@ def _read_and_preprocess(path, model, seconds):
     return inputs, "image", None
 
 
-def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False):
+def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True):
     """Classifies one study (a DICOM series folder) or one image with an exported model.
 
     Args:
@@ -156,6 +161,8 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False):
         batch_size: slices per call of a slice classifier.
         timings: add ``"seconds"``: ``load``, ``read``, ``preprocess``,
             ``model`` and ``total`` wall-clock seconds.
+        check_lungs: refuse a CT series without lungs (a head or abdomen
+            CT) with :class:`NoLungError` before the model answers for it.
 
     Returns:
         A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
@@ -169,6 +176,7 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False):
         NoDicomError, DicomReadError, SeriesGeometryError, ModalityError,
         ImageReadError, PreprocessingError: the study cannot be read or
             preprocessed (each one sentence naming the path).
+        NoLungError: the CT series shows no lungs (``check_lungs``).
         ConfigurationError: a folder given to an X-ray model, or a bad
             ``batch_size``.
 
@@ -183,7 +191,7 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False):
     path = os.fspath(path)
     start = time.perf_counter()
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
-    inputs, what, patient_id = _read_and_preprocess(path, model, seconds)
+    inputs, what, patient_id = _read_and_preprocess(path, model, seconds, check_lungs)
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
     seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
     start = time.perf_counter()

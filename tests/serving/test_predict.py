@@ -252,3 +252,14 @@ def test_other_bad_inputs_are_one_sentence(case, tmp_path, capsys, study, xray_m
 def test_debug_shows_the_exception(tmp_path, ct_model):
     with pytest.raises(errors.NoDicomError):
         cli.run(predict_cli.main, [str(tmp_path / "nothing"), "--model", ct_model[1], "--debug"])
+
+
+def test_cli_study_without_lungs_exits_2(tmp_path, testdata, ct_model):
+    """A head CT (pydicom-data's 693_UNCR) is refused before the chest model answers."""
+    _, path = ct_model
+    head = tmp_path / "head"
+    head.mkdir()
+    shutil.copy(testdata("693_UNCR.dcm"), head / "693_UNCR.dcm")
+    proc = _run_cli(str(head), "--model", path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    _one_error_line(proc.stderr, "no lungs found")
