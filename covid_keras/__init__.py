@@ -5,11 +5,6 @@ readers do not pay for importing TensorFlow.
 """
 
 import importlib
-import os
-
-# Keep TensorFlow's C++ start-up INFO/WARNING lines out of our command lines'
-# output; a value the user set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

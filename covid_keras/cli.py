@@ -8,13 +8,8 @@ shows the full traceback instead. Ctrl-C exits with 130 and a short note.
 
 import argparse
 import logging
-import os
 import sys
 import warnings
-
-# Command lines show our messages, not TensorFlow's C++ start-up chatter
-# (set before anything imports TensorFlow; a user's own setting wins).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import errors
 

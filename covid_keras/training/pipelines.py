@@ -140,7 +140,11 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
         ds = ds.shuffle(min(len(selection), 10000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda x, y: (to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=not training)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Every selected id is in this cache's manifest, so the count is known:
+    # Keras shows epoch progress and does not warn about running out of data.
+    batches = -(-len(selection) // batch_size)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def study_slices(folder, keys=None):

@@ -53,7 +53,8 @@ class RunFolder:
             with open(config_path) as f:
                 old = json.load(f)
             if _comparable(old) != _comparable(config):
-                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                new = _comparable(config)
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise errors.ConfigurationError(
                     f"{path}: holds a run with other settings ({', '.join(changed[:6])} differ); "
                     "pass --fresh to start it over or --run-dir to use another folder."
@@ -87,6 +88,8 @@ class RunFolder:
 
 
 def _comparable(config):
+    # Through JSON, so a tuple in memory equals the list it was saved as.
+    config = json.loads(json.dumps(config, sort_keys=True, default=str))
     return {k: v for k, v in config.items() if k not in ("run_dir", "fresh", "debug", "quiet")}
 
 

@@ -188,7 +188,7 @@ def train_slice_level(config, log=None):
     keras.utils.set_random_seed(config.seed)
     dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed)
     settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("run_dir", "fresh", "verbose", "quiet", "workers")}
+                if k not in ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir")}
     run_dir = config.run_dir or os.path.join(config.runs_root, "slice_level", f"{dataset}-{config_hash(settings)}")
     run = RunFolder.open(run_dir, settings, fresh=config.fresh)
     log(f"run folder: {run.path}")
@@ -223,7 +223,7 @@ def train_slice_level(config, log=None):
             stage_folder, stage_rows, stage_split = _pretrain_source(config, options, log)
         else:
             stage_folder, stage_rows, stage_split = folder, rows, split
-        if stage == "pseudo_label":
+        if stage == "pseudo_label" and not run.stage_done(stage):
             pseudo = pseudo_labels(model, folder, rows, split["train"], config.pseudo_threshold,
                                    config.batch_size)
             log(f"[pseudo_label] {len(pseudo)} slices of label-only infected patients pseudo-labelled")
