@@ -49,6 +49,7 @@ HELP = {
     "test_fraction": "fraction of patients held out for the final test report",
     "slice_stride": "use every n-th slice (the phantom preset uses 2)",
     "phantom_patients_per_class": "phantom patients per class when no --data is given",
+    "phantom_size": "rows = columns of the phantom CT slices when no --data is given",
     "seed": "random seed (splits, shuffling, augmentation, initial weights): repeatable on CPU",
     "workers": "processes for building the preprocessing cache (0: every core)",
     "run_dir": "run folder (default: runs/slice_level/<dataset>-<config hash>)",

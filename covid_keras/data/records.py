@@ -203,10 +203,8 @@ def load(folder, with_meta=False, shuffle_files=False, seed=None):
         tf.data.TFRecordDataset,
         cycle_length=min(4, max(1, len(files))),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle_files,
     )
-    ds = ds.map(lambda s: parse_example(s, dtype, shape), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=not shuffle_files)
+    ds = ds.map(lambda s: parse_example(s, dtype, shape), num_parallel_calls=tf.data.AUTOTUNE)
     if not with_meta:
         ds = ds.map(lambda ex: (ex["input"], ex["label"], ex["patient_id"]))
     return ds

@@ -132,6 +132,14 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     return StageResult(name, best, len(recorder.epochs), weights_path)
 
 
+def seed_everything(seed):
+    """Seeds Python, NumPy and TensorFlow and makes TF ops deterministic (repeatable CPU runs)."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def printer(quiet=False):
     """A one-line logger to stderr (silent with ``quiet``)."""
     def log(message):

@@ -19,7 +19,13 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.training import pipelines
-from covid_keras.training.fitting import balanced_class_weights, describe_class_weights, fit_stage, printer
+from covid_keras.training.fitting import (
+    balanced_class_weights,
+    describe_class_weights,
+    fit_stage,
+    printer,
+    seed_everything,
+)
 from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
 
 #: The heads, in the ensemble's input order: (feature set, builder).
@@ -174,7 +180,7 @@ def train_patient_level(config, log=None):
     from covid_keras import models
 
     log = log or printer(config.quiet)
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     slice_run = config.slice_run or latest_run(config.runs_root, "slice_level",
                                                "run `python -m train.slice_level` first or pass --slice-run.")
     source = read_json(os.path.join(slice_run, "summary.json"),
@@ -238,7 +244,7 @@ def train_ensemble(config, log=None):
     from covid_keras import models
 
     log = log or printer(config.quiet)
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     patient_run = config.patient_run or latest_run(config.runs_root, "patient_level",
                                                    "run `python -m train.patient_level` first or pass --patient-run.")
     source = read_json(os.path.join(patient_run, "summary.json"),

@@ -28,7 +28,13 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.training import pipelines
-from covid_keras.training.fitting import balanced_class_weights, describe_class_weights, fit_stage, printer
+from covid_keras.training.fitting import (
+    balanced_class_weights,
+    describe_class_weights,
+    fit_stage,
+    printer,
+    seed_everything,
+)
 from covid_keras.training.runs import RunFolder, config_hash, write_json
 
 STAGES = ("pretrain", "last_layers", "finetune", "pseudo_label")
@@ -64,6 +70,7 @@ class SliceLevelConfig:
     test_fraction: float = 0.2
     slice_stride: int = 1
     phantom_patients_per_class: int = 10
+    phantom_size: int = 128
     seed: int = 0
     workers: int = 0
     run_dir: str | None = None
@@ -104,13 +111,13 @@ def set_trainable(model, mode):
             raise errors.ConfigurationError(f"unknown trainable mode {mode!r}")
 
 
-def load_records(data, dataset, phantom_patients, seed):
+def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
     """Study records of a real dataset, or of the built-in phantoms."""
     from covid_keras.data import datasets, synthetic
 
     if data:
         return dataset, datasets.load_dataset(dataset, data)
-    config = synthetic.CTPhantomConfig(patients_per_class=phantom_patients, seed=seed)
+    config = synthetic.CTPhantomConfig(patients_per_class=phantom_patients, size=phantom_size, seed=seed)
     return "synthetic-ct", synthetic.ct_dataset(config)
 
 
@@ -185,8 +192,9 @@ def train_slice_level(config, log=None):
     from covid_keras.preprocess.pipelines import PipelineOptions
 
     log = log or printer(config.quiet)
-    keras.utils.set_random_seed(config.seed)
-    dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed)
+    seed_everything(config.seed)
+    dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed,
+                                 config.phantom_size)
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir")}
     run_dir = config.run_dir or os.path.join(config.runs_root, "slice_level", f"{dataset}-{config_hash(settings)}")
