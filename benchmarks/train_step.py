@@ -19,7 +19,6 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 
 
 def main(argv=None):

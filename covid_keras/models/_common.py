@@ -1,5 +1,6 @@
 """Weights handling and argument checks shared by every model builder."""
 
+import numbers
 import os
 
 import keras
@@ -15,6 +16,47 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise errors.ConfigurationError(f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}")
     return value
+
+
+def check_image_shape(input_shape, min_size, channels=None):
+    """Raises ConfigurationError unless ``input_shape`` is (H, W, C) with H, W >= ``min_size``.
+
+    Args:
+        input_shape: the builder's ``input_shape``.
+        min_size: the smallest height and width the network accepts.
+        channels: the required channel count, or None for any.
+    """
+    ok = (
+        isinstance(input_shape, (tuple, list))
+        and len(input_shape) == 3
+        and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in input_shape)
+        and input_shape[0] >= min_size and input_shape[1] >= min_size
+        and (channels is None or input_shape[2] == channels)
+    )
+    if not ok:
+        shape = f"(height, width, {channels})" if channels else "(height, width, channels)"
+        raise errors.ConfigurationError(
+            f"`input_shape` must be {shape} with height and width at least {min_size}. "
+            f"Received: input_shape={input_shape!r}"
+        )
+
+
+def check_num_classes(num_classes):
+    """Raises ConfigurationError unless ``num_classes`` is an integer >= 2."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise errors.ConfigurationError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
+
+
+def check_positive_int(name, value):
+    """Raises ConfigurationError unless ``value`` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise errors.ConfigurationError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def check_rate(name, value):
+    """Raises ConfigurationError unless ``value`` is a rate in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise errors.ConfigurationError(f"`{name}` must be a rate in [0, 1). Received: {name}={value!r}")
 
 
 def check_weights(weights, allowed=WEIGHTS_CHOICES):

@@ -11,13 +11,12 @@ Data-A, :data:`DETL_EXTEND_OPTIMIZER` for Data-B) happens in
 ``covid_keras.training``.
 """
 
-import numbers
 
 import keras
 from keras import layers
 
 from covid_keras import errors
-from covid_keras.models._common import check_weights, load_weights_file
+from covid_keras.models._common import check_image_shape, check_num_classes, check_weights, load_weights_file
 
 #: Filters of the six 3 x 3 convolutions, two per block (ours: the paper
 #: lists 32, 32, 64, 64, 128, 128 without saying how they pair with pools).
@@ -71,8 +70,9 @@ def detl_cnn(input_shape=(224, 224, 3), num_classes=2, weights=None):
         >>> m.get_layer("flatten").output.shape, m.output_shape
         ((None, 2048), (None, 2))
     """
-    _check_input_shape(input_shape)
-    _check_num_classes(num_classes)
+    # Three (valid 3x3, valid 3x3, 2x2 pool) blocks: 36 -> 32 -> 16 -> 12 -> 6 -> 2 -> 1.
+    check_image_shape(input_shape, 36)
+    check_num_classes(num_classes)
     _, weights_file = check_weights(weights, allowed=(None,))
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -141,7 +141,7 @@ def detl_extend(source_model, num_classes=4, freeze_until=DEFAULT_FREEZE_UNTIL):
         raise errors.ConfigurationError(
             f"`source_model` must be a keras.Model (a detl_cnn). Received: source_model={type(source_model).__name__}"
         )
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     names = [layer.name for layer in source_model.layers]
     if "probabilities" not in names:
         raise errors.ConfigurationError(
@@ -168,21 +168,4 @@ def detl_extend(source_model, num_classes=4, freeze_until=DEFAULT_FREEZE_UNTIL):
     return model
 
 
-def _check_input_shape(input_shape):
-    # Three (valid 3x3, valid 3x3, 2x2 pool) blocks: 36 -> 32 -> 16 -> 12 -> 6 -> 2 -> 1.
-    ok = (
-        isinstance(input_shape, (tuple, list))
-        and len(input_shape) == 3
-        and all(isinstance(d, numbers.Integral) and d >= 1 for d in input_shape)
-        and input_shape[0] >= 36 and input_shape[1] >= 36
-    )
-    if not ok:
-        raise errors.ConfigurationError(
-            "`input_shape` must be (height, width, channels) with height and width at least 36. "
-            f"Received: input_shape={input_shape!r}"
-        )
 
-
-def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-        raise errors.ConfigurationError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")

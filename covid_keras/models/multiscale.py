@@ -13,7 +13,13 @@ the model takes raw RGB pixels in [0, 255].
 import keras
 from keras import layers
 
-from covid_keras.models._common import check_weights, imagenet_application, load_weights_file
+from covid_keras.models._common import (
+    check_image_shape,
+    check_num_classes,
+    check_weights,
+    imagenet_application,
+    load_weights_file,
+)
 from covid_keras.models.layers import ImageNetPreprocessing
 
 #: Keras ResNet50 layer that ends each stage.
@@ -54,15 +60,9 @@ def multiscale_resnet50(input_shape=(224, 224, 3), num_classes=3, weights="image
         >>> m.get_layer("multiscale_concat").output.shape
         (None, 3584)
     """
-    from covid_keras import errors
-
     app_weights, weights_file = check_weights(weights)
-    if len(input_shape) != 3 or input_shape[-1] != 3 or min(input_shape[:2]) < 32:
-        raise errors.ConfigurationError(
-            f"`input_shape` must be (H, W, 3) with H, W >= 32. Received: input_shape={input_shape}"
-        )
-    if num_classes < 2:
-        raise errors.ConfigurationError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    check_image_shape(input_shape, 32, channels=3)
+    check_num_classes(num_classes)
     inputs = keras.Input(shape=input_shape, name="image")
     x = ImageNetPreprocessing("caffe", name="preprocess")(inputs)
     backbone = imagenet_application(keras.applications.ResNet50, "ResNet50", include_top=False,

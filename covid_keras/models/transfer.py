@@ -10,13 +10,20 @@ for Grad-CAM. The paper's classes: X-ray 3 (``CLASS_NAMES["transfer_xray"]``),
 CT 2 (``CLASS_NAMES["transfer_ct"]``); any ``num_classes >= 2`` builds.
 """
 
-import numbers
 
 import keras
 from keras import layers
 
-from covid_keras import errors
-from covid_keras.models._common import check_choice, check_weights, imagenet_application, load_weights_file
+from covid_keras.models._common import (
+    check_choice,
+    check_image_shape,
+    check_num_classes,
+    check_positive_int,
+    check_rate,
+    check_weights,
+    imagenet_application,
+    load_weights_file,
+)
 from covid_keras.models.layers import ImageNetPreprocessing
 
 #: DenseNet depths the DenseNet builders accept (ours: 121 by default).
@@ -67,9 +74,9 @@ def densenet_classifier(input_shape=(224, 224, 3), num_classes=3, variant=121, w
         (None, 2)
     """
     check_choice("variant", variant, DENSENET_VARIANTS)
-    _check_input_shape(input_shape, _MIN_SIZE["densenet"])
-    _check_num_classes(num_classes)
-    _check_rate("dropout", dropout)
+    check_image_shape(input_shape, _MIN_SIZE["densenet"], channels=3)
+    check_num_classes(num_classes)
+    check_rate("dropout", dropout)
     app_weights, weights_file = check_weights(weights)
 
     inputs, features = _densenet_base(input_shape, variant, app_weights)
@@ -115,8 +122,8 @@ def inceptionv3_classifier(input_shape=(299, 299, 3), num_classes=3, weights="im
         >>> m.output_shape
         (None, 2)
     """
-    _check_input_shape(input_shape, _MIN_SIZE["inception_v3"])
-    _check_num_classes(num_classes)
+    check_image_shape(input_shape, _MIN_SIZE["inception_v3"], channels=3)
+    check_num_classes(num_classes)
     app_weights, weights_file = check_weights(weights)
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -177,11 +184,11 @@ def new_densenet(input_shape=(224, 224, 3), num_classes=3, variant=121, weights=
         (8, (None, 2))
     """
     check_choice("variant", variant, DENSENET_VARIANTS)
-    _check_input_shape(input_shape, _MIN_SIZE["densenet"])
-    _check_num_classes(num_classes)
-    _check_positive_int("conv_filters", conv_filters)
-    _check_positive_int("dense_units", dense_units)
-    _check_rate("dropout", dropout)
+    check_image_shape(input_shape, _MIN_SIZE["densenet"], channels=3)
+    check_num_classes(num_classes)
+    check_positive_int("conv_filters", conv_filters)
+    check_positive_int("dense_units", dense_units)
+    check_rate("dropout", dropout)
     app_weights, weights_file = check_weights(weights)
 
     inputs, features = _densenet_base(input_shape, variant, app_weights)
@@ -210,30 +217,8 @@ def _densenet_base(input_shape, variant, app_weights):
     return inputs, backbone.output
 
 
-def _check_input_shape(input_shape, min_size):
-    ok = (
-        isinstance(input_shape, (tuple, list))
-        and len(input_shape) == 3
-        and all(isinstance(d, numbers.Integral) for d in input_shape)
-        and input_shape[0] >= min_size and input_shape[1] >= min_size and input_shape[2] == 3
-    )
-    if not ok:
-        raise errors.ConfigurationError(
-            f"`input_shape` must be (height, width, 3) with height and width at least {min_size}. "
-            f"Received: input_shape={input_shape!r}"
-        )
 
 
-def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-        raise errors.ConfigurationError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise errors.ConfigurationError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
-
-def _check_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise errors.ConfigurationError(f"`{name}` must be a rate in [0, 1). Received: {name}={value!r}")

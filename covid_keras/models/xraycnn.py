@@ -16,7 +16,7 @@ from keras import layers
 
 from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
-from covid_keras.models._common import check_weights, load_weights_file
+from covid_keras.models._common import check_image_shape, check_num_classes, check_rate, check_weights, load_weights_file
 
 #: Step 1 classes, in softmax order: normal, bacterial, viral.
 STEP1_CLASSES = CLASS_NAMES["xraycnn_step1"]
@@ -72,11 +72,9 @@ def xray_cnn(input_shape=(64, 64, 3), num_classes=2, dropout=0.5, weights=None):
         >>> m.get_layer("flatten").output.shape, m.get_layer("dense1").count_params()
         ((None, 8192), 131088)
     """
-    _check_input_shape(input_shape)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-        raise errors.ConfigurationError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise errors.ConfigurationError(f"`dropout` must be a rate in [0, 1). Received: dropout={dropout!r}")
+    check_image_shape(input_shape, 8)
+    check_num_classes(num_classes)
+    check_rate("dropout", dropout)
     _, weights_file = check_weights(weights, allowed=(None,))
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -231,16 +229,3 @@ def _probabilities(p, n, name):
         )
     return p
 
-
-def _check_input_shape(input_shape):
-    ok = (
-        isinstance(input_shape, (tuple, list))
-        and len(input_shape) == 3
-        and all(isinstance(d, numbers.Integral) and d >= 1 for d in input_shape)
-        and input_shape[0] >= 8 and input_shape[1] >= 8
-    )
-    if not ok:
-        raise errors.ConfigurationError(
-            "`input_shape` must be (height, width, channels) with height and width at least 8. "
-            f"Received: input_shape={input_shape!r}"
-        )

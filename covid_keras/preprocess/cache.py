@@ -25,7 +25,7 @@ import warnings
 
 from covid_keras import __version__, errors
 from covid_keras.data import records as tfrecords
-from covid_keras.preprocess.pipelines import PipelineOptions, process_record
+from covid_keras.preprocess.pipelines import process_record
 
 
 @dataclasses.dataclass

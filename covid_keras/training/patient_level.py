@@ -86,6 +86,13 @@ def latest_run(runs_root, command, what):
     return os.path.dirname(found[-1])
 
 
+def source_run(path, runs_root, command, flag):
+    """``(folder, summary)`` of the run a level builds on: ``path`` or the newest finished one."""
+    hint = f"run `python -m train.{command}` to the end first"
+    folder = path or latest_run(runs_root, command, f"{hint} or pass {flag}.")
+    return folder, read_json(os.path.join(folder, "summary.json"), f"{hint}.")
+
+
 # --------------------------------------------------------------------------
 # Features
 # --------------------------------------------------------------------------
@@ -175,16 +182,11 @@ def _predict_heads(heads, studies, batch_size):
 
 def train_patient_level(config, log=None):
     """Trains the four patient heads on a slice-level run; returns the summary."""
-    import keras
-
     from covid_keras import models
 
     log = log or printer(config.quiet)
     seed_everything(config.seed)
-    slice_run = config.slice_run or latest_run(config.runs_root, "slice_level",
-                                               "run `python -m train.slice_level` first or pass --slice-run.")
-    source = read_json(os.path.join(slice_run, "summary.json"),
-                       "run `python -m train.slice_level` to the end first.")
+    slice_run, source = source_run(config.slice_run, config.runs_root, "slice_level", "--slice-run")
     split = read_json(os.path.join(slice_run, "split.json"), "the slice-level run has no split.json.")
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in ("run_dir", "fresh", "verbose", "quiet")}
@@ -245,10 +247,7 @@ def train_ensemble(config, log=None):
 
     log = log or printer(config.quiet)
     seed_everything(config.seed)
-    patient_run = config.patient_run or latest_run(config.runs_root, "patient_level",
-                                                   "run `python -m train.patient_level` first or pass --patient-run.")
-    source = read_json(os.path.join(patient_run, "summary.json"),
-                       "run `python -m train.patient_level` to the end first.")
+    patient_run, source = source_run(config.patient_run, config.runs_root, "patient_level", "--patient-run")
     split = read_json(os.path.join(source["slice_run"], "split.json"), "the slice-level run has no split.json.")
     missing = [h for h in HEADS if h not in source["heads"]]
     if missing:

@@ -19,7 +19,6 @@ from covid_keras import errors
 from covid_keras.data import records
 from covid_keras.data.privacy import cache_dir
 from covid_keras.preprocess.cache import build_cache, cache_fingerprint
-from covid_keras.preprocess.pipelines import PipelineOptions
 
 CT_CLASSES = ("Normal", "CAP", "COVID-19")
 NORMAL = "Normal"

@@ -9,14 +9,11 @@ import os
 import shutil
 import warnings
 
-import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from fixtures_layouts import (
-    build_covid_chestxray,
     build_covid_chestxray_flat,
     build_covidx_ct,
     build_chest_xray,
