@@ -313,10 +313,10 @@ def _choose_series(folder, found, series_uid):
     candidates = {uid: fr for uid, fr in candidates.items() if fr}
     if series_uid is not None:
         if series_uid not in groups:
-            listing = ", ".join(sorted(groups))
+            listing = ", ".join(_describe(uid, candidates.get(uid, [])) for uid in sorted(groups))
             raise errors.ConfigurationError(
-                f"{folder}: holds no series with SeriesInstanceUID "
-                f"{series_uid}; the series there are: {listing}."
+                f"{folder}: holds no series with the SeriesInstanceUID given; the series there "
+                f"are: {listing}."
             )
         if series_uid not in candidates:
             raise errors.NoDicomError(

@@ -72,8 +72,22 @@ def paper_classes(labels):
     return list(min(fits, key=len)) if fits else None
 
 
-def _classes_for(records, classes):
+#: The paper class list (``CLASS_NAMES`` key) of each dataset's labels, so a
+#: subset that lacks a class keeps the full list's index order.
+DATASET_CLASSES = {
+    "covid-ct-md": "ct3",
+    "covidx-ct": "ct3",
+    "synthetic-ct": "ct3",
+    "sars-cov2-ct": "transfer_ct",
+}
+
+
+def _classes_for(records, classes, dataset=""):
     labels = sorted({r.label for r in records})
+    if classes is None and dataset.split("/")[-1] in DATASET_CLASSES:
+        from covid_keras.data.datasets import CLASS_NAMES
+
+        classes = CLASS_NAMES[DATASET_CLASSES[dataset.split("/")[-1]]]
     if classes is None:
         return paper_classes(labels) or labels
     unknown = [lab for lab in labels if lab not in classes]
@@ -244,7 +258,7 @@ def build_cache(records, out, options, *, dataset="", classes=None, workers=None
     records = list(records)
     if not records:
         raise errors.ConfigurationError(f"{out}: no records to preprocess; check --dataset and --data.")
-    classes = _classes_for(records, classes)
+    classes = _classes_for(records, classes, dataset)
     class_index = {c: i for i, c in enumerate(classes)}
     shards = plan_shards(records, records_per_shard or default_records_per_shard(records))
     plan = {

@@ -30,6 +30,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.preprocess import lung_mask
+from covid_keras.preprocess.body_slices import _series_name
 from covid_keras.preprocess.resample import resize_depth, resize_slices, resize_volume, zoom_shape
 
 OUTPUT_SHAPE = (224, 224, 224)
@@ -116,10 +117,6 @@ def center_crop(volume, fractions):
     return np.clip(out, 0.0, 1.0)
 
 
-def _series_name(ct):
-    series = ct.meta.get("series") if isinstance(getattr(ct, "meta", None), dict) else None
-    return f"series {series} of patient {ct.patient_id}" if series else f"the series of patient {getattr(ct, 'patient_id', '?')}"
-
 
 def _largest_region(mask2d):
     """Pixel count of the largest 8-connected region of a 2-D mask."""
@@ -202,6 +199,8 @@ def volume3d(ct, *, normalization="minmax", window=HU_WINDOW, spacing_factors=SP
     lo, hi = _grey_range(hu, normalization, window)
     # Resample in HU, then normalise: identical for min-max, 4x fewer voxels.
     resampled = resample(hu, spacing_factors)
+    if resampled is hu or np.shares_memory(resampled, ct.hu):  # factors of 1: never edit the caller's HU
+        resampled = resampled.copy()
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     resampled -= lo
     resampled *= scale
@@ -231,7 +230,7 @@ def require_lungs(ct, **options):
 
 
 def augment_minority(ct, seed=0, *, crop_window=CROP_WINDOW,
-                     spacing_factors=MINORITY_SPACING_FACTORS, **options):
+                     spacing_factors=MINORITY_SPACING_FACTORS, base=None, **options):
     """Paper 000's extra inputs for a minority-class (CAP, Normal) study.
 
     Args:
@@ -239,6 +238,8 @@ def augment_minority(ct, seed=0, *, crop_window=CROP_WINDOW,
         seed: random seed of the crop fractions.
         crop_window: range of the per-slice centre-crop fraction.
         spacing_factors: the second resampling's (slice, pixel) factors.
+        base: the study's standard :func:`volume3d` output when the caller
+            has it already (saves computing it again).
         **options: passed to :func:`volume3d`.
 
     Returns:
@@ -249,6 +250,6 @@ def augment_minority(ct, seed=0, *, crop_window=CROP_WINDOW,
     """
     rng = np.random.default_rng(seed)
     second = volume3d(ct, spacing_factors=spacing_factors, **options)
-    base = volume3d(ct, **options)
+    base = volume3d(ct, **options) if base is None else base
     fractions = rng.uniform(crop_window[0], crop_window[1], size=base.shape[0])
     return [second, center_crop(base, fractions)]

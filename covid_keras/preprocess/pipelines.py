@@ -86,14 +86,17 @@ def _volume3d(record, options, ct):
     from covid_keras.preprocess.lung_volume import augment_minority, volume3d
 
     shape = (options.size,) * 3
-    items = [Item(volume3d(ct, normalization=options.normalization, output_shape=shape))]
+    base = volume3d(ct, normalization=options.normalization, output_shape=shape)
+    items = [Item(base)]
     if options.augment_minority and record.label in MINORITY_CLASSES:
-        extra = augment_minority(ct, seed=options.seed, normalization=options.normalization, output_shape=shape)
+        extra = augment_minority(ct, seed=options.seed, normalization=options.normalization, output_shape=shape,
+                                 base=base)
         items += [Item(a, suffix=f"aug{i}") for i, a in enumerate(extra)]
     return items
 
 
-def _slice_labels_in_volume_order(record, ct):
+def slice_labels_in_volume_order(record, ct):
+    """A record's slice labels (by file name) in the volume's slice order, or None."""
     if not record.slice_labels:
         return None
     by_name = dict(record.slice_labels)
@@ -105,7 +108,7 @@ def _ct_slices(record, options, ct):
 
     slices = ct_slices(ct, size=options.size, brightness=options.brightness,
                        normalization=options.normalization)
-    labels = _slice_labels_in_volume_order(record, ct)
+    labels = slice_labels_in_volume_order(record, ct)
     if options.interpolate > 1:
         slices, labels, _ = interpolate_slices(slices, labels, factor=options.interpolate)
     if labels is None:

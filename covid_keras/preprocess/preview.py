@@ -4,14 +4,15 @@ volume3d: the original slice at the lungs' widest point, the lung mask
 there, the lung-area curve with the kept slice range shaded, and the final
 input (axial and coronal middle slices). ct_slices: the original slice, the
 body mask, and the network input. xray: the image as read and as resized.
-File names carry only the pseudonymous patient id and the label.
+File names carry the label and a salted pseudonym of the patient id.
 """
 
 import os
 
 import numpy as np
 
-from covid_keras.preprocess.pipelines import process_record
+from covid_keras.data.privacy import pseudonymize
+from covid_keras.preprocess.pipelines import process_record, slice_labels_in_volume_order
 
 _LUNG_WINDOW = (-1350.0, 150.0)  # HU, a lung window for showing originals
 
@@ -86,10 +87,9 @@ def _ct_slices_panels(record, options, path):
     ct = read_ct_series(record.paths[0])
     u8 = cs.to_uint8(ct.hu, normalization=options.normalization)
     k = u8.shape[0] // 2
-    if record.slice_labels:
-        by_name = dict(record.slice_labels)
-        infected = [i for i, p in enumerate(ct.source_files) if by_name.get(os.path.basename(p)) == 1]
-        k = infected[len(infected) // 2] if infected else k
+    labels = slice_labels_in_volume_order(record, ct)
+    infected = [] if labels is None else list(np.flatnonzero(labels == 1))
+    k = int(infected[len(infected) // 2]) if infected else k
     mask = cs.body_mask(u8[k])
     final = cs.ct_slices(ct, size=options.size, brightness=options.brightness,
                          normalization=options.normalization)[k]
@@ -133,7 +133,8 @@ def write_previews(records, options, out_dir, n=None):
     written = []
     for i, record in enumerate(chosen):
         label = "".join(c if c.isalnum() else "_" for c in record.label)
-        path = os.path.join(out_dir, f"{options.pipeline}-{i:02d}-{label}-{record.patient_id}.png")
+        # A pseudonym in the file name: folder-derived ids can be hospital numbers.
+        path = os.path.join(out_dir, f"{options.pipeline}-{i:02d}-{label}-{pseudonymize(record.patient_id)}.png")
         try:
             panels[options.pipeline](record, options, path)
         except errors.CovidKerasError as e:

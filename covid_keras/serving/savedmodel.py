@@ -283,9 +283,16 @@ def _class_names(class_names, builder, num_classes):
         return names
     from covid_keras.data.datasets import CLASS_NAMES
 
-    for key in _DEFAULT_CLASS_LISTS.get(builder, ()):
-        if len(CLASS_NAMES[key]) == num_classes:
-            return list(CLASS_NAMES[key])
+    fits = [key for key in _DEFAULT_CLASS_LISTS.get(builder, ()) if len(CLASS_NAMES[key]) == num_classes]
+    if len(fits) == 1:
+        return list(CLASS_NAMES[fits[0]])
+    if len(fits) > 1:  # e.g. xray_cnn: step 1 and step 2 both have 3 classes
+        warnings.warn(
+            f"Model {builder!r} with {num_classes} outputs could use the class list "
+            f"{' or '.join(fits)}; exporting class_0 ... Pass class_names= to name them.",
+            stacklevel=3,
+        )
+        return [f"class_{i}" for i in range(num_classes)]
     warnings.warn(
         f"No class list is known for model {builder!r} with {num_classes} outputs; exporting the "
         "names class_0 ... Pass class_names= to name them.",

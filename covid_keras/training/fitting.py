@@ -85,7 +85,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     if run.stage_done(name):
         model.load_weights(weights_path)
         result = run.stage_result(name)
-        log(f"[{name}] finished in an earlier run (best val_accuracy {result['best_val_accuracy']:.4f}); "
+        log(f"[{name}] finished in an earlier run (best val_accuracy {_fmt(result['best_val_accuracy'])}); "
             "loaded its best weights.")
         return StageResult(name, result["best_val_accuracy"], result["epochs_run"], weights_path, skipped=True)
 
@@ -128,8 +128,12 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     write_json(run.file("stages", f"{name}.json"),
                {"best_val_accuracy": best, "epochs_run": len(recorder.epochs),
                 "learning_rate": learning_rate, "epochs": epochs})
-    log(f"[{name}] done: best val_accuracy {best:.4f}.")
+    log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def seed_everything(seed):

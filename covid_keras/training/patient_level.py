@@ -56,6 +56,16 @@ class PatientLevelConfig:
     verbose: int = 2
     quiet: bool = False
 
+    def __post_init__(self):
+        unknown = sorted(set(self.heads) - set(HEADS))
+        if unknown:
+            raise errors.ConfigurationError(f"unknown heads {unknown}; --heads takes some of {', '.join(HEADS)}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise errors.ConfigurationError(
+                f"--epochs and --batch-size must be at least 1. Received: epochs={self.epochs}, "
+                f"batch_size={self.batch_size}"
+            )
+
 
 @dataclasses.dataclass
 class EnsembleConfig:
@@ -101,7 +111,6 @@ def source_run(path, runs_root, command, flag):
 def extract_features(model_path, cache, out_path, batch_size=64, log=print):
     """Per-study features A and slice probabilities, extracted once into ``out_path`` (.npz)."""
     import keras
-    import tensorflow as tf
 
     if os.path.exists(out_path):
         log(f"features: reusing {out_path}")
@@ -110,7 +119,7 @@ def extract_features(model_path, cache, out_path, batch_size=64, log=print):
     extractor = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
     arrays, index = {}, []
     for key, pid, label, slices, _ in pipelines.study_slices(cache):
-        images = tf.repeat(tf.cast(slices, tf.float32)[..., None], 3, axis=-1)
+        images = pipelines.to_rgb(slices)
         feats, probs = extractor.predict(images, batch_size=batch_size, verbose=0)
         arrays[f"{key}/features"] = feats.astype(np.float32)
         arrays[f"{key}/probabilities"] = probs.astype(np.float32)
@@ -196,9 +205,6 @@ def train_patient_level(config, log=None):
     log(f"run folder: {run.path}")
     classes = source["classes"]
     studies = extract_features(source["model"], source["cache"], run.file("features.npz"), log=log)
-    unknown = sorted(set(config.heads) - set(HEADS))
-    if unknown:
-        raise errors.ConfigurationError(f"unknown heads {unknown}; choose from {', '.join(HEADS)}.")
 
     paths, reports = {}, {}
     for name in config.heads:

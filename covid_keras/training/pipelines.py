@@ -17,10 +17,11 @@ import tensorflow as tf
 
 from covid_keras import errors
 from covid_keras.data import records
+from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.data.privacy import cache_dir
 from covid_keras.preprocess.cache import build_cache, cache_fingerprint
 
-CT_CLASSES = ("Normal", "CAP", "COVID-19")
+CT_CLASSES = CLASS_NAMES["ct3"]
 NORMAL = "Normal"
 
 
@@ -81,7 +82,8 @@ def select_slices(rows, patients, classes, *, clean_slices_of_infected=False, ps
     pseudo = pseudo or set()
     out = {}
     for r in rows:
-        if r.patient_id not in patients or (stride > 1 and r.slice_index % stride):
+        # slice_index is -1 for single PNG slices (COVIDx-CT): never strided away.
+        if r.patient_id not in patients or (stride > 1 and r.slice_index > 0 and r.slice_index % stride):
             continue
         if r.label == NORMAL:
             label = NORMAL

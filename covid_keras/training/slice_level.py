@@ -80,6 +80,19 @@ class SliceLevelConfig:
     verbose: int = 1
     quiet: bool = False
 
+    def __post_init__(self):
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise errors.ConfigurationError(
+                f"unknown stages {unknown}; --stages takes some of {', '.join(STAGES)}."
+            )
+        epochs = {k: v for k, v in vars(self).items() if k.endswith("_epochs")}
+        if any(v < 1 for v in epochs.values()) or self.batch_size < 1 or self.image_size < 32:
+            raise errors.ConfigurationError(
+                f"epochs and --batch-size must be at least 1 and --image-size at least 32. Received: "
+                f"{epochs}, batch_size={self.batch_size}, image_size={self.image_size}"
+            )
+
 
 #: The small preset used on the built-in phantoms (no --data): a few
 #: minutes on 2 CPU cores instead of the paper's days on a GPU.
@@ -156,8 +169,6 @@ def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
     A slice is pseudo-labelled when the model gives the patient's class a
     probability of at least ``threshold``.
     """
-    import tensorflow as tf
-
     candidates = {r.id: r for r in rows if r.patient_id in set(patients) and r.label != pipelines.NORMAL
                   and r.slice_label == -1}
     if not candidates:
@@ -166,7 +177,7 @@ def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
     selection = {sid: classes.index(r.label) for sid, r in candidates.items()}
     chosen = set()
     for key, pid, label, slices, _ in pipelines.study_slices(folder, {r.key for r in candidates.values()}):
-        probs = model.predict(tf.repeat(tf.cast(slices, tf.float32)[..., None], 3, axis=-1),
+        probs = model.predict(pipelines.to_rgb(slices),
                               batch_size=batch_size, verbose=0)
         for i, p in enumerate(probs):
             sid = f"{key}#{i}"
@@ -228,7 +239,7 @@ def train_slice_level(config, log=None):
         if stage not in config.stages:
             continue
         if stage == "pretrain" and config.pretrain_data:
-            stage_folder, stage_rows, stage_split = _pretrain_source(config, options, log)
+            stage_folder, stage_rows, stage_split = _pretrain_source(config, options, log, split)
         else:
             stage_folder, stage_rows, stage_split = folder, rows, split
         if stage == "pseudo_label" and not run.stage_done(stage):
@@ -282,11 +293,19 @@ def train_slice_level(config, log=None):
     return summary
 
 
-def _pretrain_source(config, options, log):
-    """Stage 1 on a separate pre-training dataset (COVIDx-CT in the paper)."""
+def _pretrain_source(config, options, log, target_split):
+    """Stage 1 on a separate pre-training dataset (COVIDx-CT in the paper).
+
+    Only the dataset's train and validation parts are used (the paper
+    combines them), and never slices of the target run's validation or test
+    patients: COVIDx-CT contains COVID-CT-MD slices (``COVIDCTMD-<id>``).
+    """
     from covid_keras.data import datasets
 
-    recs = datasets.load_dataset(config.pretrain_dataset, config.pretrain_data)
+    held_out = set(target_split["val"]) | set(target_split["test"])
+    recs = [r for r in datasets.load_dataset(config.pretrain_dataset, config.pretrain_data)
+            if (r.extra or {}).get("split", "train") in ("train", "val")
+            and r.patient_id.split("COVIDCTMD-")[-1] not in held_out]
     folder = pipelines.ensure_slice_cache(recs, config.pretrain_dataset, options,
                                           workers=config.workers or None, progress=not config.quiet)
     rows, _ = pipelines.manifest_rows(folder)

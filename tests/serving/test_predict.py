@@ -76,7 +76,8 @@ def xray_model(root):
     from covid_keras import models
 
     model = models.xray_cnn(num_classes=3)
-    return model, serving.export(model, root)
+    # Step 1 and step 2 both have 3 classes: the names must be given.
+    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"])
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +253,14 @@ def test_other_bad_inputs_are_one_sentence(case, tmp_path, capsys, study, xray_m
 def test_debug_shows_the_exception(tmp_path, ct_model):
     with pytest.raises(errors.NoDicomError):
         cli.run(predict_cli.main, [str(tmp_path / "nothing"), "--model", ct_model[1], "--debug"])
+
+
+def test_ambiguous_class_list_is_not_guessed(tmp_path):
+    from covid_keras import models
+
+    with pytest.warns(UserWarning, match="xraycnn_step1 or xraycnn_step2"):
+        path = serving.export(models.xray_cnn(num_classes=3), str(tmp_path), image_bytes_endpoint=False)
+    assert serving.load_metadata(path)["class_names"] == ["class_0", "class_1", "class_2"]
 
 
 def test_cli_study_without_lungs_exits_2(tmp_path, testdata, ct_model):

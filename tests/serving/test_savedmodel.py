@@ -103,7 +103,7 @@ def xray_export(root):
     from covid_keras import models
 
     model = models.xray_cnn(num_classes=3)
-    return model, serving.export(model, root)
+    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"])
 
 
 @pytest.fixture(scope="module")
@@ -201,15 +201,16 @@ def test_versions_increment_and_ignore_other_names(tmp_path):
 
     model = models.xray_cnn(num_classes=3)
     base = str(tmp_path / "models")
-    first = serving.export(model, base, name="cnn", image_bytes_endpoint=False)
-    second = serving.export(model, base, name="cnn", image_bytes_endpoint=False)
+    names = ["normal", "bacterial", "viral"]
+    first = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names)
+    second = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names)
     assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
     model_dir = os.path.join(base, "cnn")
     for other in ("latest", "3.bak", ".export-leftover"):
         os.makedirs(os.path.join(model_dir, other))
     assert serving.next_version(model_dir) == 3
     assert serving.next_version(str(tmp_path / "nothing_here")) == 1
-    assert serving.export(model, base, name="cnn", version=7, image_bytes_endpoint=False).endswith(
+    assert serving.export(model, base, name="cnn", version=7, image_bytes_endpoint=False, class_names=names).endswith(
         os.path.join("cnn", "7"))
     assert serving.load_metadata(os.path.join(model_dir, "7"))["version"] == 7
     assert serving.next_version(model_dir) == 8
@@ -217,7 +218,7 @@ def test_versions_increment_and_ignore_other_names(tmp_path):
     assert serving.export(model, os.path.join(base, "cnn", "9"), image_bytes_endpoint=False) == \
         os.path.join(base, "cnn", "9")
     with pytest.raises(errors.ConfigurationError, match="exists already"):
-        serving.export(model, base, name="cnn", version=2)
+        serving.export(model, base, name="cnn", version=2, class_names=names)
     # A model folder resolves to its latest version, as TF Serving's default policy.
     assert serving.resolve_version_dir(model_dir) == os.path.join(model_dir, "9")
     assert sorted(n for n in os.listdir(model_dir) if n.startswith(".export-") and n != ".export-leftover") == []
