@@ -166,3 +166,10 @@ def test_resize_depth_is_a_1d_cubic_along_z():
     for y in range(7):
         np.testing.assert_allclose(out[:, y, :], cv2.resize(vol[:, y, :], (9, 35), interpolation=cv2.INTER_CUBIC),
                                    atol=1e-6)
+
+
+def test_volume3d_never_edits_the_callers_hu():
+    ct, hu, _ = _ct()
+    before = ct.hu.copy()
+    v3d.volume3d(ct, output_shape=SMALL, spacing_factors=(1.0, 1.0))
+    np.testing.assert_array_equal(ct.hu, before)

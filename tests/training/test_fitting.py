@@ -132,3 +132,8 @@ def test_select_slices_follows_paper_001():
     assert pipelines.select_slices(rows, everyone, classes, pseudo={"u#1"}) == {"n#0": 0, "c#1": 2, "u#1": 1}
     assert pipelines.select_slices(rows, everyone, classes, clean_slices_of_infected=True)["c#0"] == 0
     assert pipelines.select_slices(rows, ["p-other"], classes) == {"o#0": 1}
+
+
+def test_png_slices_survive_the_slice_stride():
+    rows = [pipelines.SliceRow("png", "p", "CAP", -1, 1), pipelines.SliceRow("ct", "p", "CAP", 1, 1)]
+    assert pipelines.select_slices(rows, ["p"], list(pipelines.CT_CLASSES), stride=2) == {"png#-1": 1}
