@@ -162,7 +162,9 @@ def sequence_dataset(items, *, training, batch_size, seed=0):
 
     spec = ({"slice_features": tf.TensorSpec([None, width], tf.float32),
              "slice_mask": tf.TensorSpec([None], tf.bool)}, tf.TensorSpec([], tf.int64))
-    ds = tf.data.Dataset.from_generator(generate, output_signature=spec).cache()
+    ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    # One element per study: telling tf.data lets Keras show progress, not warn.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(items))).cache()
     if training:
         ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
     return ds.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
