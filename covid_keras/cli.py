@@ -121,3 +121,21 @@ def config_from_args(config_cls, args, preset=None):
         if isinstance(getattr(config_cls(), k), tuple) and isinstance(v, list):
             values[k] = tuple(v)
     return config_cls(**values)
+
+
+def parse_config(argv, prog, description, config_cls, helps, preset_for=None):
+    """A command line's config: one flag per field, ``--debug``, presets under typed values.
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+        prog, description: for ``--help``.
+        config_cls, helps: see :func:`add_config_arguments`.
+        preset_for: ``args -> dict`` of defaults that depend on what was
+            typed (the phantom preset when no ``--data`` is given).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, config_cls, helps)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
+    args = parser.parse_args(argv)
+    return config_from_args(config_cls, args, preset_for(args) if preset_for else None)

@@ -12,7 +12,6 @@ slices in, the patient's probabilities out) to
 saved_models/patient_pipeline/<version>/.
 """
 
-import argparse
 import json
 import sys
 
@@ -36,11 +35,7 @@ HELP = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m train.ensemble", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_config_arguments(parser, EnsembleConfig, HELP)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
-    return cli.config_from_args(EnsembleConfig, parser.parse_args(argv))
+    return cli.parse_config(argv, "python -m train.ensemble", __doc__, EnsembleConfig, HELP)
 
 
 def main(argv=None):

@@ -12,7 +12,6 @@ class-weighted cross-entropy, L1 1e-5 + L2 1e-4, Adam 1e-3, batch 64,
 validation and held-out test accuracy and per-class sensitivity.
 """
 
-import argparse
 import json
 import sys
 
@@ -37,11 +36,7 @@ HELP = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m train.patient_level", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_config_arguments(parser, PatientLevelConfig, HELP)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
-    return cli.config_from_args(PatientLevelConfig, parser.parse_args(argv))
+    return cli.parse_config(argv, "python -m train.patient_level", __doc__, PatientLevelConfig, HELP)
 
 
 def main(argv=None):

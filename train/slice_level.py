@@ -15,7 +15,6 @@ running the same command again resumes an interrupted run. The model is
 exported for TF Serving to saved_models/multiscale_resnet50/<version>/.
 """
 
-import argparse
 import json
 import sys
 
@@ -62,13 +61,8 @@ HELP = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m train.slice_level", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_config_arguments(parser, SliceLevelConfig, HELP)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
-    args = parser.parse_args(argv)
-    preset = PHANTOM_PRESET if getattr(args, "data", None) is None else {}
-    return cli.config_from_args(SliceLevelConfig, args, preset)
+    return cli.parse_config(argv, "python -m train.slice_level", __doc__, SliceLevelConfig, HELP,
+                            preset_for=lambda args: PHANTOM_PRESET if getattr(args, "data", None) is None else {})
 
 
 def main(argv=None):
