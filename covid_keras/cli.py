@@ -8,6 +8,7 @@ shows the full traceback instead. Ctrl-C exits with 130 and a short note.
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
@@ -36,8 +37,39 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
-def run(main, argv=None):
+def quiet_tensorflow_startup():
+    """Imports TensorFlow and initialises its devices with stderr (fd 2) muted.
+
+    TF 2.21 prints absl start-up lines (oneDNN notice, CPU features, "could
+    not find cuda drivers", a cuInit error on GPU-less machines) straight to
+    file descriptor 2 before absl logging is initialised, so neither
+    ``TF_CPP_MIN_LOG_LEVEL`` nor Python's logging can hold them back. Muting
+    fd 2 for the import and the device scan only is the one thing that does;
+    every later message (and every Python exception) reaches stderr as usual.
+    ``--debug`` skips this.
+    """
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def run(main, argv=None, tensorflow=False):
     """Runs ``main(argv)`` and turns bad-input errors into one line and exit 2.
+
+    Args:
+        main: the command's ``main(argv)``.
+        argv: arguments (default ``sys.argv[1:]``).
+        tensorflow: the command uses TensorFlow: import it first with its
+            start-up noise muted (:func:`quiet_tensorflow_startup`), unless
+            ``--debug`` or ``--help`` is given.
 
     Returns:
         The process exit status (use ``sys.exit(run(main))``).
@@ -46,6 +78,8 @@ def run(main, argv=None):
     debug = "--debug" in argv
     if not debug:
         warnings.formatwarning = _format_warning
+    if tensorflow and not debug and not {"-h", "--help"} & set(argv) and "tensorflow" not in sys.modules:
+        quiet_tensorflow_startup()
     if "--quiet" in argv:
         warnings.simplefilter("ignore")
         logging.getLogger().setLevel(logging.ERROR)

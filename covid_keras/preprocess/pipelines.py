@@ -109,11 +109,16 @@ def _ct_slices(record, options, ct):
     slices = ct_slices(ct, size=options.size, brightness=options.brightness,
                        normalization=options.normalization)
     labels = slice_labels_in_volume_order(record, ct)
+    # slice_index = the slice's position on a grid `interpolate` times finer
+    # than the original slices (originals at multiples of the factor), so
+    # slice_index // interpolate is always the original slice before it.
+    positions = np.arange(len(slices), dtype=float)
     if options.interpolate > 1:
-        slices, labels, _ = interpolate_slices(slices, labels, factor=options.interpolate)
+        slices, labels, positions = interpolate_slices(slices, labels, factor=options.interpolate)
     if labels is None:
         labels = np.full(len(slices), -1)
-    return [Item(s, slice_index=k, slice_label=int(lab)) for k, (s, lab) in enumerate(zip(slices, labels))]
+    index = np.rint(positions * options.interpolate).astype(int)
+    return [Item(s, slice_index=int(k), slice_label=int(lab)) for k, s, lab in zip(index, slices, labels)]
 
 
 def _png_slice(record, options):

@@ -118,7 +118,7 @@ def extract_features(model_path, cache, out_path, batch_size=64, log=print):
     model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     extractor = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
     arrays, index = {}, []
-    for key, pid, label, slices, _ in pipelines.study_slices(cache):
+    for key, pid, label, slices, _, _ in pipelines.study_slices(cache):
         images = pipelines.to_rgb(slices)
         feats, probs = extractor.predict(images, batch_size=batch_size, verbose=0)
         arrays[f"{key}/features"] = feats.astype(np.float32)

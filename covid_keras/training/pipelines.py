@@ -34,6 +34,11 @@ class SliceRow:
     label: str
     slice_index: int
     slice_label: int  # 1 infected, 0 clean, -1 unknown
+    # The cache's interpolation factor. An interpolated cache indexes slices
+    # on a grid `factor` times finer than the originals (which sit at
+    # multiples of it), so slice_index // factor is the original slice at or
+    # before this one.
+    factor: int = 1
 
     @property
     def id(self):
@@ -55,7 +60,8 @@ def ensure_slice_cache(records_list, dataset, options, root=None, workers=None, 
 def manifest_rows(folder):
     """The cache's slices as :class:`SliceRow` objects, and its class list."""
     manifest = records.read_manifest(folder)
-    rows = [SliceRow(r["key"], r["patient_id"], r["label"], int(r["slice_index"]), int(r["slice_label"]))
+    factor = int(manifest.get("options", {}).get("interpolate", 1))
+    rows = [SliceRow(r["key"], r["patient_id"], r["label"], int(r["slice_index"]), int(r["slice_label"]), factor)
             for r in manifest["records"]]
     return rows, list(manifest["classes"])
 
@@ -73,7 +79,9 @@ def select_slices(rows, patients, classes, *, clean_slices_of_infected=False, ps
 
     Args:
         rows: :class:`SliceRow` list. patients: patient ids to use.
-        classes: the class list (label order). stride: keep every n-th slice.
+        classes: the class list (label order).
+        stride: keep every n-th original slice; in an interpolated cache,
+            with the slices interpolated after it.
 
     Returns:
         ``{slice id: class index}``.
@@ -83,7 +91,7 @@ def select_slices(rows, patients, classes, *, clean_slices_of_infected=False, ps
     out = {}
     for r in rows:
         # slice_index is -1 for single PNG slices (COVIDx-CT): never strided away.
-        if r.patient_id not in patients or (stride > 1 and r.slice_index > 0 and r.slice_index % stride):
+        if r.patient_id not in patients or (stride > 1 and r.slice_index > 0 and (r.slice_index // r.factor) % stride):
             continue
         if r.label == NORMAL:
             label = NORMAL
@@ -150,9 +158,11 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
 
 
 def study_slices(folder, keys=None):
-    """Yields ``(key, patient_id, label, slices uint8 [n, H, W], slice_labels)`` per study.
+    """Yields ``(key, patient_id, label, slices uint8 [n, H, W], slice_labels, slice_indices)`` per study.
 
     Every slice of each study, in slice order (one study per shard).
+    ``slice_indices`` are the cache's indices (consecutive, except in an
+    interpolated cache: see :func:`manifest_rows`).
     """
     manifest = records.read_manifest(folder)
     wanted = None if keys is None else set(keys)
@@ -171,4 +181,4 @@ def study_slices(folder, keys=None):
             entry[4].append(int(ex["slice_label"]))
         for key, (pid, label, idx, slices, slabels) in studies.items():
             order = np.argsort(idx)
-            yield key, pid, label, np.stack(slices)[order], np.asarray(slabels)[order]
+            yield key, pid, label, np.stack(slices)[order], np.asarray(slabels)[order], np.asarray(idx)[order]

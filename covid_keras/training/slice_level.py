@@ -14,7 +14,10 @@ best-validation-accuracy weights:
    have only a patient label; retrain 25 epochs on them plus stage 3's
    slices (ours: stage 3's learning rate and freezing).
 
-Normal slices of infected patients are left out of stages 2-4. The patient
+Normal slices of infected patients are left out of stages 2-4. The
+training patients' series get ``interpolate - 1`` spline-interpolated
+slices between neighbouring slices of the same label (paper 001; a separate
+cache, so validation and test patients are never interpolated). The patient
 split (train / validation / held-out test, by patient, with the leakage
 guard) is written to the run folder and reused by the patient level and the
 ensemble.
@@ -52,6 +55,7 @@ class SliceLevelConfig:
     weights: str | None = "imagenet"
     image_size: int = 224
     brightness: float = 2.0
+    interpolate: int = 2
     batch_size: int = 64
     stages: tuple = STAGES
     pretrain_lr: float = 1e-3
@@ -87,10 +91,12 @@ class SliceLevelConfig:
                 f"unknown stages {unknown}; --stages takes some of {', '.join(STAGES)}."
             )
         epochs = {k: v for k, v in vars(self).items() if k.endswith("_epochs")}
-        if any(v < 1 for v in epochs.values()) or self.batch_size < 1 or self.image_size < 32:
+        if (any(v < 1 for v in epochs.values()) or self.batch_size < 1 or self.image_size < 32
+                or self.interpolate < 1):
             raise errors.ConfigurationError(
-                f"epochs and --batch-size must be at least 1 and --image-size at least 32. Received: "
-                f"{epochs}, batch_size={self.batch_size}, image_size={self.image_size}"
+                f"epochs, --batch-size and --interpolate must be at least 1 and --image-size at least 32. "
+                f"Received: {epochs}, batch_size={self.batch_size}, interpolate={self.interpolate}, "
+                f"image_size={self.image_size}"
             )
 
 
@@ -103,7 +109,7 @@ class SliceLevelConfig:
 #: the run (Keras' 0.99 needs hundreds of steps). Measured here: validation
 #: slice accuracy 0.83 after 10 epochs, 2 minutes.
 PHANTOM_PRESET = {
-    "weights": None, "image_size": 64, "batch_size": 16, "slice_stride": 2, "augment": False,
+    "weights": None, "image_size": 64, "batch_size": 16, "slice_stride": 2, "augment": False, "interpolate": 1,
     "bn_momentum": 0.9, "pretrain_epochs": 10, "last_layers_epochs": 2, "finetune_epochs": 2,
     "pseudo_epochs": 2,
 }
@@ -176,10 +182,9 @@ def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
     classes = pipelines.CT_CLASSES
     selection = {sid: classes.index(r.label) for sid, r in candidates.items()}
     chosen = set()
-    for key, pid, label, slices, _ in pipelines.study_slices(folder, {r.key for r in candidates.values()}):
-        probs = model.predict(pipelines.to_rgb(slices),
-                              batch_size=batch_size, verbose=0)
-        for i, p in enumerate(probs):
+    for key, pid, label, slices, _, indices in pipelines.study_slices(folder, {r.key for r in candidates.values()}):
+        probs = model.predict(pipelines.to_rgb(slices), batch_size=batch_size, verbose=0)
+        for i, p in zip(indices, probs):
             sid = f"{key}#{i}"
             if sid in selection and p[selection[sid]] >= threshold:
                 chosen.add(sid)
@@ -227,6 +232,7 @@ def train_slice_level(config, log=None):
     folder = pipelines.ensure_slice_cache(recs, dataset, options, workers=config.workers or None,
                                           progress=not config.quiet)
     rows, classes = pipelines.manifest_rows(folder)
+    train_folder, train_rows = _training_slices(config, recs, dataset, options, split, log) or (folder, rows)
 
     model = multiscale_resnet50(input_shape=(config.image_size,) * 2 + (3,), weights=config.weights,
                                 dropout=config.dropout)
@@ -234,29 +240,32 @@ def train_slice_level(config, log=None):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
     trainer = _augmenting(model, config.image_size, config.seed) if config.augment else model
-    results, pseudo = {}, set()
+    results, counts, pseudo = {}, {}, set()
     for stage in STAGES:
         if stage not in config.stages:
             continue
         if stage == "pretrain" and config.pretrain_data:
-            stage_folder, stage_rows, stage_split = _pretrain_source(config, options, log, split)
+            pre_folder, pre_rows, stage_split = _pretrain_source(config, options, log, split)
+            sources = {"train": (pre_folder, pre_rows), "val": (pre_folder, pre_rows)}
         else:
-            stage_folder, stage_rows, stage_split = folder, rows, split
+            sources, stage_split = {"train": (train_folder, train_rows), "val": (folder, rows)}, split
         if stage == "pseudo_label" and not run.stage_done(stage):
-            pseudo = pseudo_labels(model, folder, rows, split["train"], config.pseudo_threshold,
+            pseudo = pseudo_labels(model, train_folder, train_rows, split["train"], config.pseudo_threshold,
                                    config.batch_size)
             log(f"[pseudo_label] {len(pseudo)} slices of label-only infected patients pseudo-labelled")
         set_trainable(model, TRAINABLE[stage])
-        train_sel = pipelines.select_slices(stage_rows, stage_split["train"], classes, pseudo=pseudo,
+        train_sel = pipelines.select_slices(sources["train"][1], stage_split["train"], classes, pseudo=pseudo,
                                             stride=config.slice_stride)
-        val_sel = pipelines.select_slices(stage_rows, stage_split["val"], classes, stride=config.slice_stride)
+        val_sel = pipelines.select_slices(sources["val"][1], stage_split["val"], classes,
+                                          stride=config.slice_stride)
+        counts[stage] = {"train": len(train_sel), "val": len(val_sel)}
         labels = np.fromiter(train_sel.values(), dtype=int)
         weights = balanced_class_weights(labels, len(classes))
         log(f"[{stage}] {len(train_sel)} training / {len(val_sel)} validation slices; class weights: "
             f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
-        train_ds = pipelines.slice_dataset(stage_folder, train_sel, training=True,
+        train_ds = pipelines.slice_dataset(sources["train"][0], train_sel, training=True,
                                            batch_size=config.batch_size, seed=config.seed)
-        val_ds = pipelines.slice_dataset(stage_folder, val_sel, training=False, batch_size=config.batch_size)
+        val_ds = pipelines.slice_dataset(sources["val"][0], val_sel, training=False, batch_size=config.batch_size)
         lr = getattr(config, {"pretrain": "pretrain_lr", "last_layers": "last_layers_lr",
                               "finetune": "finetune_lr", "pseudo_label": "pseudo_lr"}[stage])
         epochs = getattr(config, {"pretrain": "pretrain_epochs", "last_layers": "last_layers_epochs",
@@ -282,6 +291,8 @@ def train_slice_level(config, log=None):
         "pipeline": dataclasses.asdict(options),
         "model": model_path,
         "stages": {k: dataclasses.asdict(v) for k, v in results.items()},
+        "slices": counts,
+        "training_cache": train_folder,
         "slice_report": report,
     }
     if config.export_dir:
@@ -291,6 +302,27 @@ def train_slice_level(config, log=None):
                                              metadata={"classes": classes, "pipeline": dataclasses.asdict(options)})
     write_json(run.file("summary.json"), summary)
     return summary
+
+
+def _training_slices(config, recs, dataset, options, split, log):
+    """The training patients' slices, spline-interpolated (paper 001): (cache folder, rows), or None.
+
+    Interpolation adds slices to the slice classifier's training set only,
+    so the training patients get their own cache, built with
+    ``interpolate=config.interpolate``; validation and test patients keep
+    the plain cache. PNG slices (COVIDx-CT) have no neighbours and are never
+    interpolated. None when nothing is interpolated (use the plain cache).
+    """
+    train = set(split["train"])
+    train_recs = [r for r in recs if r.patient_id in train]
+    series = [r for r in train_recs if os.path.isdir(r.paths[0])]
+    if config.interpolate == 1 or not series:
+        return None
+    folder = pipelines.ensure_slice_cache(train_recs, dataset,
+                                          dataclasses.replace(options, interpolate=config.interpolate),
+                                          workers=config.workers or None, progress=not config.quiet)
+    log(f"training slices: {len(series)} training series spline-interpolated x{config.interpolate}")
+    return folder, pipelines.manifest_rows(folder)[0]
 
 
 def _pretrain_source(config, options, log, target_split):

@@ -117,6 +117,25 @@ def test_ct_slices_cache_keeps_slice_labels(tmp_path, ct_records):
     assert len(rows) == n_slices
 
 
+def test_interpolated_cache_indexes_slices_on_the_finer_grid(tmp_path, ct_records):
+    covid = [r for r in ct_records if r.label == "COVID-19"][:1]
+    for factor in (1, 2):
+        cache.build_cache(covid, tmp_path / f"x{factor}", PipelineOptions("ct_slices", size=32, interpolate=factor),
+                          workers=1, progress=False)
+    plain = tfrecords.read_manifest(tmp_path / "x1")["records"]
+    finer = tfrecords.read_manifest(tmp_path / "x2")["records"]
+    assert [r["slice_index"] for r in plain] == list(range(len(plain)))
+    # Originals sit at even indices with their own labels; each run of one
+    # label gains a slice between neighbours, none between runs.
+    originals = {r["slice_index"] // 2: r["slice_label"] for r in finer if r["slice_index"] % 2 == 0}
+    assert originals == {r["slice_index"]: r["slice_label"] for r in plain}
+    runs = 1 + sum(a["slice_label"] != b["slice_label"] for a, b in zip(plain, plain[1:]))
+    assert len(finer) == 2 * len(plain) - runs
+    for r in finer:
+        if r["slice_index"] % 2:
+            assert r["slice_label"] == originals[r["slice_index"] // 2] == originals[r["slice_index"] // 2 + 1]
+
+
 def test_xray_cache_from_phantoms(tmp_path):
     recs = synthetic.xray_dataset("xraycnn_step1", synthetic.XrayPhantomConfig(images_per_pathology=2, size=48))
     cache.build_cache(recs, tmp_path / "c", PipelineOptions("xray", size=64), workers=1, progress=False)

@@ -137,3 +137,11 @@ def test_select_slices_follows_paper_001():
 def test_png_slices_survive_the_slice_stride():
     rows = [pipelines.SliceRow("png", "p", "CAP", -1, 1), pipelines.SliceRow("ct", "p", "CAP", 1, 1)]
     assert pipelines.select_slices(rows, ["p"], list(pipelines.CT_CLASSES), stride=2) == {"png#-1": 1}
+
+
+def test_stride_keeps_interpolated_slices_with_their_original():
+    # An interpolated cache (factor 2): originals at even indices, slice 5
+    # lies between originals 2 and 3.
+    rows = [pipelines.SliceRow("k", "p", "Normal", i, -1, 2) for i in (0, 1, 2, 3, 4, 5, 6)]
+    kept = pipelines.select_slices(rows, ["p"], list(pipelines.CT_CLASSES), stride=2)
+    assert sorted(kept) == ["k#0", "k#1", "k#4", "k#5"]

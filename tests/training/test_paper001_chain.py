@@ -6,10 +6,12 @@ import os
 import numpy as np
 import pytest
 
+from covid_keras.training import pipelines
 from covid_keras.training.patient_level import EnsembleConfig, PatientLevelConfig, train_ensemble, train_patient_level
 from covid_keras.training.slice_level import PHANTOM_PRESET, SliceLevelConfig, train_slice_level
 
 TINY = {**PHANTOM_PRESET, "image_size": 32, "batch_size": 8, "phantom_patients_per_class": 5, "phantom_size": 64,
+        "interpolate": 2,
         "pretrain_epochs": 1, "last_layers_epochs": 1, "finetune_epochs": 1, "pseudo_epochs": 1,
         "verbose": 0, "quiet": True}
 
@@ -54,6 +56,21 @@ def test_slice_level_run_folder_and_export(chain):
     assert first["exported"].endswith(os.path.join("multiscale_resnet50", "1"))
     assert os.path.exists(os.path.join(first["exported"], "saved_model.pb"))
     assert set(first["slice_report"]) == {"val", "test"}
+
+
+@pytest.mark.slow
+def test_only_training_patients_are_interpolated(chain):
+    root, first, _, _, _ = chain
+    split = json.loads((root / "runs" / "slice_level" / "a" / "split.json").read_text())
+    plain, classes = pipelines.manifest_rows(first["cache"])
+    finer, _ = pipelines.manifest_rows(first["training_cache"])
+    assert {r.patient_id for r in finer} == set(split["train"])
+    stride = TINY["slice_stride"]
+    n_train = len(pipelines.select_slices(plain, split["train"], classes, stride=stride))
+    n_val = len(pipelines.select_slices(plain, split["val"], classes, stride=stride))
+    counts = first["slices"]["last_layers"]
+    assert counts["val"] == n_val
+    assert 1.5 * n_train < counts["train"] < 2 * n_train
 
 
 @pytest.mark.slow
