@@ -37,17 +37,25 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
-def quiet_tensorflow_startup():
-    """Imports TensorFlow and initialises its devices with stderr (fd 2) muted.
+def quiet_tensorflow(module_name):
+    """Mutes TensorFlow's start-up lines when a command module runs as a program.
 
-    TF 2.21 prints absl start-up lines (oneDNN notice, CPU features, "could
-    not find cuda drivers", a cuInit error on GPU-less machines) straight to
-    file descriptor 2 before absl logging is initialised, so neither
-    ``TF_CPP_MIN_LOG_LEVEL`` nor Python's logging can hold them back. Muting
-    fd 2 for the import and the device scan only is the one thing that does;
-    every later message (and every Python exception) reaches stderr as usual.
-    ``--debug`` skips this.
+    Command modules call this first, before their imports:
+    ``cli.quiet_tensorflow(__name__)``. It acts only when the module is the
+    program (``__main__``; not in cache workers, which import the program's
+    module as ``__mp_main__`` and should not load TensorFlow), and not with
+    ``--debug``. TF 2.21 prints absl start-up lines (oneDNN notice, CPU
+    features, "could not find cuda drivers", a cuInit error on GPU-less
+    machines) straight to file descriptor 2 before absl logging is
+    initialised, so neither ``TF_CPP_MIN_LOG_LEVEL`` nor Python's logging
+    holds them back; muting fd 2 while TensorFlow is imported and its
+    devices are listed is the one thing that does. ``TF_CPP_MIN_LOG_LEVEL``
+    defaults to 3 for the rest of the run (set it to 0, or pass ``--debug``,
+    to see TensorFlow's C++ log); errors still arrive as Python exceptions.
     """
+    if module_name != "__main__" or "--debug" in sys.argv[1:] or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -61,15 +69,8 @@ def quiet_tensorflow_startup():
         os.close(null)
 
 
-def run(main, argv=None, tensorflow=False):
+def run(main, argv=None):
     """Runs ``main(argv)`` and turns bad-input errors into one line and exit 2.
-
-    Args:
-        main: the command's ``main(argv)``.
-        argv: arguments (default ``sys.argv[1:]``).
-        tensorflow: the command uses TensorFlow: import it first with its
-            start-up noise muted (:func:`quiet_tensorflow_startup`), unless
-            ``--debug`` or ``--help`` is given.
 
     Returns:
         The process exit status (use ``sys.exit(run(main))``).
@@ -78,8 +79,6 @@ def run(main, argv=None, tensorflow=False):
     debug = "--debug" in argv
     if not debug:
         warnings.formatwarning = _format_warning
-    if tensorflow and not debug and not {"-h", "--help"} & set(argv) and "tensorflow" not in sys.modules:
-        quiet_tensorflow_startup()
     if "--quiet" in argv:
         warnings.simplefilter("ignore")
         logging.getLogger().setLevel(logging.ERROR)

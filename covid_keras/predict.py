@@ -19,6 +19,8 @@ import sys
 
 from covid_keras import cli
 
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m covid_keras.predict", description=__doc__,
@@ -50,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

@@ -16,7 +16,8 @@ import json
 import sys
 
 from covid_keras import cli
-from covid_keras.training.patient_level import EnsembleConfig, train_ensemble
+
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
 
 HELP = {
     "patient_run": "patient-level run folder (default: the newest finished one under --runs-root)",
@@ -35,14 +36,18 @@ HELP = {
 
 
 def parse_args(argv=None):
+    from covid_keras.training.patient_level import EnsembleConfig
+
     return cli.parse_config(argv, "python -m train.ensemble", __doc__, EnsembleConfig, HELP)
 
 
 def main(argv=None):
+    from covid_keras.training.patient_level import train_ensemble
+
     summary = train_ensemble(parse_args(argv))
     print(json.dumps({k: summary[k] for k in ("model", "reports", "exported") if k in summary}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

@@ -16,7 +16,8 @@ import json
 import sys
 
 from covid_keras import cli
-from covid_keras.training.patient_level import PatientLevelConfig, train_patient_level
+
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
 
 HELP = {
     "slice_run": "slice-level run folder (default: the newest finished one under --runs-root)",
@@ -36,10 +37,14 @@ HELP = {
 
 
 def parse_args(argv=None):
+    from covid_keras.training.patient_level import PatientLevelConfig
+
     return cli.parse_config(argv, "python -m train.patient_level", __doc__, PatientLevelConfig, HELP)
 
 
 def main(argv=None):
+    from covid_keras.training.patient_level import train_patient_level
+
     summary = train_patient_level(parse_args(argv))
     print(json.dumps({"heads": summary["heads"],
                       "test": {h: r.get("test", r.get("val")) for h, r in summary["reports"].items()}}, indent=2))
@@ -47,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

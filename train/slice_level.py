@@ -19,7 +19,8 @@ import json
 import sys
 
 from covid_keras import cli
-from covid_keras.training.slice_level import PHANTOM_PRESET, SliceLevelConfig, train_slice_level
+
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
 
 HELP = {
     "data": "dataset folder (omit to use the built-in phantoms)",
@@ -64,11 +65,15 @@ HELP = {
 
 
 def parse_args(argv=None):
+    from covid_keras.training.slice_level import PHANTOM_PRESET, SliceLevelConfig
+
     return cli.parse_config(argv, "python -m train.slice_level", __doc__, SliceLevelConfig, HELP,
                             preset_for=lambda args: PHANTOM_PRESET if getattr(args, "data", None) is None else {})
 
 
 def main(argv=None):
+    from covid_keras.training.slice_level import train_slice_level
+
     config = parse_args(argv)
     summary = train_slice_level(config)
     print(json.dumps({k: summary[k] for k in ("model", "slice_report", "exported") if k in summary}, indent=2))
@@ -76,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

@@ -11,7 +11,10 @@ import argparse
 import sys
 
 from covid_keras import cli, errors
-from covid_keras.models.registry import MODELS
+
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
+
+from covid_keras.models.registry import MODELS  # noqa: E402 (after the TensorFlow hook)
 
 
 def parse_args(argv=None):
@@ -45,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

@@ -18,7 +18,10 @@ import os
 import sys
 
 from covid_keras import cli, errors
-from covid_keras.preprocess.pipelines import PIPELINES, PipelineOptions
+
+cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
+
+from covid_keras.preprocess.pipelines import PIPELINES, PipelineOptions  # noqa: E402 (after the TensorFlow hook)
 
 
 def _records(args):
@@ -101,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, tensorflow=True))
+    sys.exit(cli.run(main))

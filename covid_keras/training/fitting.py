@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -83,7 +84,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     """
     weights_path = run.file("stages", f"{name}.weights.h5")
     if run.stage_done(name):
-        model.load_weights(weights_path)
+        _load_model_weights(model, weights_path)
         result = run.stage_result(name)
         log(f"[{name}] finished in an earlier run (best val_accuracy {_fmt(result['best_val_accuracy'])}); "
             "loaded its best weights.")
@@ -114,11 +115,11 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,
               callbacks=callbacks, verbose=verbose)
     if os.path.exists(best_file):
-        model.load_weights(best_file)
+        _load_model_weights(model, best_file)
         shutil.copyfile(best_file, weights_path)
         best = max(v for v in (run.best_val_accuracy(name), previous_best) if v is not None)
     elif previous is not None:  # no epoch beat the stage before: keep its weights
-        model.load_weights(previous.weights)
+        _load_model_weights(model, previous.weights)
         shutil.copyfile(previous.weights, weights_path)
         best = previous.best_val_accuracy
         log(f"[{name}] no epoch beat the previous stage's {best:.4f}; keeping its weights.")
@@ -130,6 +131,19 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
                 "learning_rate": learning_rate, "epochs": epochs})
     log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
+
+
+def _load_model_weights(model, path):
+    """Loads a stage's weights; the optimizer state stored beside them is not wanted.
+
+    Keras' weights files also hold the optimizer that wrote them; a stage
+    with other trainable layers has another optimizer, and Keras warns that
+    it skips it. Only the model's weights carry over between stages, so that
+    warning is expected and hidden.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def _fmt(value):

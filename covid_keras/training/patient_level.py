@@ -26,6 +26,7 @@ from covid_keras.training.fitting import (
     printer,
     seed_everything,
 )
+from covid_keras.training.inference import Predictor, predict_batches
 from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
 
 #: The heads, in the ensemble's input order: (feature set, builder).
@@ -116,11 +117,10 @@ def extract_features(model_path, cache, out_path, batch_size=64, log=print):
         log(f"features: reusing {out_path}")
         return load_features(out_path)
     model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-    extractor = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
+    extractor = Predictor(keras.Model(model.inputs, [model.get_layer("features").output, model.output]))
     arrays, index = {}, []
     for key, pid, label, slices, _, _ in pipelines.study_slices(cache):
-        images = pipelines.to_rgb(slices)
-        feats, probs = extractor.predict(images, batch_size=batch_size, verbose=0)
+        feats, probs = extractor(pipelines.to_rgb(slices), batch_size=batch_size)
         arrays[f"{key}/features"] = feats.astype(np.float32)
         arrays[f"{key}/probabilities"] = probs.astype(np.float32)
         index.append({"key": key, "patient_id": pid, "label": label, "slices": len(slices)})
@@ -181,8 +181,7 @@ def _predict_heads(heads, studies, batch_size):
     for name, model in heads.items():
         kind = HEADS[name][0]
         items = [(feature_set(f, p, kind), label) for _, _, label, f, p in studies]
-        ds = sequence_dataset(items, training=False, batch_size=batch_size).map(lambda x, y: x)
-        columns.append(model.predict(ds, verbose=0))
+        columns.append(predict_batches(model, sequence_dataset(items, training=False, batch_size=batch_size)))
     return np.concatenate(columns, axis=-1)
 
 
@@ -233,7 +232,7 @@ def train_patient_level(config, log=None):
             part_items = _items(studies, split[part], kind)
             if part_items:
                 ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
-                probs = head.predict(ds.map(lambda x, y: x), verbose=0)
+                probs = predict_batches(head, ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
     summary = {"command": "train.patient_level", "slice_run": os.path.abspath(slice_run), "classes": classes,
                "features": run.file("features.npz"), "heads": paths, "reports": reports,

@@ -38,6 +38,7 @@ from covid_keras.training.fitting import (
     printer,
     seed_everything,
 )
+from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import RunFolder, config_hash, write_json
 
 STAGES = ("pretrain", "last_layers", "finetune", "pseudo_label")
@@ -181,9 +182,9 @@ def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
         return set()
     classes = pipelines.CT_CLASSES
     selection = {sid: classes.index(r.label) for sid, r in candidates.items()}
-    chosen = set()
+    chosen, predictor = set(), Predictor(model)
     for key, pid, label, slices, _, indices in pipelines.study_slices(folder, {r.key for r in candidates.values()}):
-        probs = model.predict(pipelines.to_rgb(slices), batch_size=batch_size, verbose=0)
+        probs = predictor(pipelines.to_rgb(slices), batch_size=batch_size)
         for i, p in zip(indices, probs):
             sid = f"{key}#{i}"
             if sid in selection and p[selection[sid]] >= threshold:
@@ -240,7 +241,7 @@ def train_slice_level(config, log=None):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
     trainer = _augmenting(model, config.image_size, config.seed) if config.augment else model
-    results, counts, pseudo = {}, {}, set()
+    results, counts, pseudo, pre_folder = {}, {}, set(), None
     for stage in STAGES:
         if stage not in config.stages:
             continue
@@ -293,6 +294,7 @@ def train_slice_level(config, log=None):
         "stages": {k: dataclasses.asdict(v) for k, v in results.items()},
         "slices": counts,
         "training_cache": train_folder,
+        "pretrain_cache": pre_folder,
         "slice_report": report,
     }
     if config.export_dir:

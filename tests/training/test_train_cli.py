@@ -23,6 +23,7 @@ def test_help_explains_every_flag(command, tmp_path):
         if line.strip().startswith("--") and "  " in line.strip():
             assert line.split("  ", 1)[1].strip(), line  # the flag has a help text
     assert "--seed" in proc.stdout and "--run-dir" in proc.stdout
+    assert proc.stderr == ""  # TensorFlow's start-up lines are muted (cli.quiet_tensorflow)
 
 
 def _last_line(stderr):
@@ -35,7 +36,14 @@ def test_missing_data_folder(tmp_path):
     assert proc.returncode == 2
     line = _last_line(proc.stderr)
     assert line.startswith("error: ") and "nope" in line and "--data" in line
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [line]  # nothing but the sentence
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _run("train.slice_level", "--data", str(tmp_path / "nope"), "--dataset", "covid-ct-md", "--debug",
+                cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "DatasetLayoutError" in proc.stderr
 
 
 def test_dataset_with_one_class(tmp_path):
