@@ -37,36 +37,63 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
+def _started_as(module_name):
+    """Whether this process was started as ``python -m <module_name>``."""
+    argv = list(getattr(sys, "orig_argv", []))
+    return any(a == "-m" and b == module_name for a, b in zip(argv, argv[1:]))
+
+
+def _has_nvidia_device():
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+
+
 def quiet_tensorflow(module_name):
     """Mutes TensorFlow's start-up lines when a command module runs as a program.
 
     Command modules call this first, before their imports:
     ``cli.quiet_tensorflow(__name__)``. It acts only when the module is the
-    program (``__main__``; not in cache workers, which import the program's
-    module as ``__mp_main__`` and should not load TensorFlow), and not with
+    program (``__main__``, or a package started with ``python -m package``;
+    not in cache workers, which import the program's module as
+    ``__mp_main__`` and should not load TensorFlow), and not with
     ``--debug``. TF 2.21 prints absl start-up lines (oneDNN notice, CPU
     features, "could not find cuda drivers", a cuInit error on GPU-less
     machines) straight to file descriptor 2 before absl logging is
     initialised, so neither ``TF_CPP_MIN_LOG_LEVEL`` nor Python's logging
-    holds them back; muting fd 2 while TensorFlow is imported and its
-    devices are listed is the one thing that does. ``TF_CPP_MIN_LOG_LEVEL``
-    defaults to 3 for the rest of the run (set it to 0, or pass ``--debug``,
-    to see TensorFlow's C++ log); errors still arrive as Python exceptions.
+    holds them back. So fd 2 goes to a temporary file while TensorFlow is
+    imported and its devices are listed; what TensorFlow wrote there is
+    shown after all when the import fails, or when the machine has an NVIDIA
+    device but TensorFlow lists no GPU (broken CUDA libraries: training
+    would silently run on the CPU). ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2
+    for the rest of the run (TensorFlow's C++ errors still show); set it
+    yourself, or pass ``--debug``, to see everything.
     """
-    if module_name != "__main__" or "--debug" in sys.argv[1:] or "tensorflow" in sys.modules:
+    if module_name != "__main__" and not _started_as(module_name):
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        import tensorflow as tf
+    if "--debug" in sys.argv[1:] or "tensorflow" in sys.modules:
+        return
+    import tempfile
 
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        gpus, failed = [], True
+        try:
+            os.dup2(captured.fileno(), 2)
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed or (not gpus and _has_nvidia_device()):
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+                if not failed:
+                    sys.stderr.write("warning: this machine has an NVIDIA device but TensorFlow lists no GPU "
+                                     "(its start-up log is above); running on the CPU.\n")
+                sys.stderr.flush()
 
 
 def run(main, argv=None):

@@ -48,3 +48,24 @@ def test_help_lists_every_command():
     assert proc.returncode == 0
     for word in ("demo", "info", "phantoms", "list"):
         assert word in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["covid_keras.models", "covid_keras.preprocess", "covid_keras.predict"])
+def test_tensorflow_start_up_lines_are_muted(command, tmp_path):
+    # TF 2.21 writes absl start-up lines to fd 2; the commands mute them
+    # (cli.quiet_tensorflow), and --debug lets them through.
+    quiet = subprocess.run([sys.executable, "-m", command, "--help"], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stdout.startswith("usage:")
+    assert quiet.stderr == ""
+
+
+def test_failed_tensorflow_import_shows_what_was_muted(tmp_path, monkeypatch):
+    # A module named tensorflow that writes to fd 2 and fails to import.
+    (tmp_path / "tensorflow.py").write_text("import os\nos.write(2, b'dlopen failed: libfoo.so\\n')\n"
+                                            "raise ImportError('broken TensorFlow')\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from covid_keras import cli\n"
+            "try:\n    cli.quiet_tensorflow('__main__')\nexcept ImportError as e:\n    print('raised', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert "raised broken TensorFlow" in proc.stdout
+    assert "dlopen failed: libfoo.so" in proc.stderr

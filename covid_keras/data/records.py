@@ -15,6 +15,11 @@ and, once every shard is done, ``manifest.json``. Each example carries:
 ``slice_label`` int64    1 infected, 0 clean, -1 unknown
 =============== ======== ===========================================
 
+In a cache built with ``interpolate=f`` (paper 001's added slices),
+``slice_index`` counts on a grid ``f`` times finer: original slice ``i``
+is index ``i * f``, interpolated ones lie between, and ``slice_index // f``
+is the original slice at or before each example.
+
 Only data pipelines import TensorFlow (house style); this is one.
 """
 

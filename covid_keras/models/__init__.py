@@ -6,6 +6,13 @@ Every model names its last convolution output ``last_conv`` and its output
 the ``covid_keras`` package, so ``.keras`` files load with safe_mode=True.
 """
 
+from covid_keras import cli as _cli
+
+# `python -m covid_keras.models` imports this package (and TensorFlow) before
+# its __main__: mute TensorFlow's start-up lines here in that case only.
+_cli.quiet_tensorflow(__name__)
+
+
 from covid_keras.models.detl import detl_cnn, detl_extend
 from covid_keras.models.ensemble import ensemble_mlp
 from covid_keras.models.layers import ClippedReLU, ImageNetPreprocessing

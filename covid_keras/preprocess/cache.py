@@ -113,13 +113,18 @@ def default_records_per_shard(records):
 
 
 def _fingerprint(options, classes, shards, dataset):
-    blob = json.dumps({
+    content = {
         "options": dataclasses.asdict(options),
         "classes": classes,
         "dataset": dataset,
         "shards": [[record_key(r) for r in recs] for _, recs in shards],
         "version": __version__,
-    }, sort_keys=True)
+    }
+    if options.interpolate > 1:
+        # Interpolated slices are indexed on the finer grid (slice_index //
+        # interpolate = original slice); caches from before that scheme differ.
+        content["slice_index"] = "finer grid"
+    blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -26,7 +26,7 @@ from covid_keras.training.fitting import (
     printer,
     seed_everything,
 )
-from covid_keras.training.inference import Predictor, predict_batches
+from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
 
 #: The heads, in the ensemble's input order: (feature set, builder).
@@ -175,13 +175,13 @@ def _items(studies, patients, kind):
     return [(feature_set(f, p, kind), label) for _, _, label, f, p in chosen]
 
 
-def _predict_heads(heads, studies, batch_size):
-    """[n_studies, 4 * 3] concatenated head probabilities, in HEADS order."""
+def _predict_heads(predictors, studies, batch_size):
+    """[n_studies, 4 * 3] concatenated head probabilities, in HEADS order (a :class:`Predictor` per head)."""
     columns = []
-    for name, model in heads.items():
+    for name, predictor in predictors.items():
         kind = HEADS[name][0]
         items = [(feature_set(f, p, kind), label) for _, _, label, f, p in studies]
-        columns.append(predict_batches(model, sequence_dataset(items, training=False, batch_size=batch_size)))
+        columns.append(predictor(sequence_dataset(items, training=False, batch_size=batch_size)))
     return np.concatenate(columns, axis=-1)
 
 
@@ -228,11 +228,12 @@ def train_patient_level(config, log=None):
                   verbose=config.verbose, log=log)
         paths[name] = run.file("heads", f"{name}.keras")
         head.save(paths[name])
+        predictor = Predictor(head)
         for part in ("val", "test"):
             part_items = _items(studies, split[part], kind)
             if part_items:
                 ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
-                probs = predict_batches(head, ds)
+                probs = predictor(ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
     summary = {"command": "train.patient_level", "slice_run": os.path.abspath(slice_run), "classes": classes,
                "features": run.file("features.npz"), "heads": paths, "reports": reports,
@@ -270,12 +271,13 @@ def train_ensemble(config, log=None):
     log(f"run folder: {run.path}")
     classes = source["classes"]
     heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in HEADS}
+    predictors = {name: Predictor(head) for name, head in heads.items()}
     studies = load_features(source["features"])
     parts = {}
     for part in ("train", "val", "test"):
         chosen = [s for s in studies if s[1] in set(split[part])]
         if chosen:
-            parts[part] = (_predict_heads(heads, chosen, 64), np.array([s[2] for s in chosen]))
+            parts[part] = (_predict_heads(predictors, chosen, 64), np.array([s[2] for s in chosen]))
     import tensorflow as tf
 
     def batches(part, training):

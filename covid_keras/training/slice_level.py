@@ -192,6 +192,26 @@ def pseudo_labels(model, folder, rows, patients, threshold, batch_size):
     return chosen
 
 
+def _run_pseudo_labels(run, model, folder, rows, split, config, log):
+    """Stage 4's pseudo-labelled slice ids, chosen once per run (``pseudo_labels.json``).
+
+    Chosen by the stage-3 model; kept in the run folder so that a resumed or
+    repeated run trains on the same slices and reports them.
+    """
+    import json
+
+    path = run.file("pseudo_labels.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            chosen = set(json.load(f))
+        log(f"[pseudo_label] {len(chosen)} pseudo-labelled slices from {path}")
+        return chosen
+    chosen = pseudo_labels(model, folder, rows, split["train"], config.pseudo_threshold, config.batch_size)
+    write_json(path, sorted(chosen))
+    log(f"[pseudo_label] {len(chosen)} slices of label-only infected patients pseudo-labelled")
+    return chosen
+
+
 def evaluate_slices(model, folder, rows, patients, classes, batch_size, stride=1):
     """Slice-level report on ``patients`` (labelled slices, stage 2-3 rules)."""
     selection = pipelines.select_slices(rows, patients, classes, stride=stride)
@@ -250,10 +270,8 @@ def train_slice_level(config, log=None):
             sources = {"train": (pre_folder, pre_rows), "val": (pre_folder, pre_rows)}
         else:
             sources, stage_split = {"train": (train_folder, train_rows), "val": (folder, rows)}, split
-        if stage == "pseudo_label" and not run.stage_done(stage):
-            pseudo = pseudo_labels(model, train_folder, train_rows, split["train"], config.pseudo_threshold,
-                                   config.batch_size)
-            log(f"[pseudo_label] {len(pseudo)} slices of label-only infected patients pseudo-labelled")
+        if stage == "pseudo_label":
+            pseudo = _run_pseudo_labels(run, model, train_folder, train_rows, split, config, log)
         set_trainable(model, TRAINABLE[stage])
         train_sel = pipelines.select_slices(sources["train"][1], stage_split["train"], classes, pseudo=pseudo,
                                             stride=config.slice_stride)

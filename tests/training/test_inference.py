@@ -14,7 +14,7 @@ def _slice_model():
     return keras.Model(inputs, [keras.layers.Dense(5, name="features")(x), keras.layers.Dense(3)(x)])
 
 
-def test_same_outputs_as_predict_with_at_most_two_traces():
+def test_same_outputs_as_predict_with_one_trace():
     model = _slice_model()
     predictor = Predictor(model)
     rng = np.random.default_rng(0)
@@ -24,7 +24,7 @@ def test_same_outputs_as_predict_with_at_most_two_traces():
         want = model.predict(x, verbose=0)
         np.testing.assert_allclose(feats, want[0], atol=1e-5)
         np.testing.assert_allclose(probs, want[1], atol=1e-5)
-    assert predictor._fn.experimental_get_tracing_count() <= 2
+    assert predictor._fn.experimental_get_tracing_count() == 1
 
 
 def test_padded_sequence_batches_from_a_dataset():
@@ -45,3 +45,13 @@ def test_padded_sequence_batches_from_a_dataset():
     want = head.predict({"slice_features": feats, "slice_mask": mask}, verbose=0)
     np.testing.assert_allclose(got, want, atol=1e-5)  # masking: padding length does not matter
     np.testing.assert_allclose(predictor(ds.batch(2)), want, atol=1e-5)
+    assert predictor._fn.experimental_get_tracing_count() == 1  # every batch size and length
+
+
+def test_nothing_to_predict_is_a_clear_error():
+    import pytest
+
+    from covid_keras import errors
+
+    with pytest.raises(errors.ConfigurationError, match="hold no example"):
+        Predictor(_slice_model())(np.zeros((0, 8, 8, 3), np.float32))
