@@ -132,6 +132,9 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
             f"{folder}: no slices selected for this stage; the split leaves no usable slices "
             "(check the dataset's labels and --val-fraction)."
         )
+    # A hash table (a stateful lookup) makes TF 2.21 log a spurious NodeDef
+    # error under op determinism; a stateless lookup avoids it but streams
+    # 0.78-0.92x as fast on 2 cores (benchmarks/slice_pipeline.py).
     keys = tf.constant(list(selection.keys()))
     values = tf.constant(list(selection.values()), dtype=tf.int64)
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
