@@ -9,7 +9,13 @@ model through one ``tf.function`` traced once for every batch size and
 slice count (see its docstring), and cuts large inputs into batches itself.
 """
 
+import functools
+
 import numpy as np
+
+
+def _call_model(model, x):
+    return model(x, training=False)
 
 
 class Predictor:
@@ -19,7 +25,7 @@ class Predictor:
     declared input shapes: the batch dimension, and every dimension the model
     leaves open (a slice count, a sequence length), are unknown, so batches of
     any size and studies of any length reuse it. Build one Predictor per
-    model and reuse it (TensorFlow counts traces of the same code together).
+    model and reuse it.
 
     Example:
         >>> predictor = Predictor(model)                  # doctest: +SKIP
@@ -29,9 +35,6 @@ class Predictor:
     def __init__(self, model):
         self.model = model
         self._fn = None
-
-    def _call(self, x):
-        return self.model(x, training=False)
 
     def _signature(self, batch):
         """TensorSpecs with the model's own open dimensions, or None when they cannot be matched."""
@@ -59,11 +62,15 @@ class Predictor:
         import tensorflow as tf
 
         if self._fn is None:
+            # A partial, not a method: TensorFlow counts traces per code
+            # object, so every Predictor's one trace would add up to a
+            # false "excessive retracing" warning after five models.
+            call = functools.partial(_call_model, self.model)
             signature = self._signature(batch)
             if signature is None:  # e.g. a subclassed model: let TensorFlow relax shapes itself
-                self._fn = tf.function(self._call, reduce_retracing=True, autograph=False)
+                self._fn = tf.function(call, reduce_retracing=True, autograph=False)
             else:
-                self._fn = tf.function(self._call, input_signature=[signature], autograph=False)
+                self._fn = tf.function(call, input_signature=[signature], autograph=False)
         return self._fn
 
     def __call__(self, inputs, batch_size=64):

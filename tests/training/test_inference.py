@@ -55,3 +55,14 @@ def test_nothing_to_predict_is_a_clear_error():
 
     with pytest.raises(errors.ConfigurationError, match="hold no example"):
         Predictor(_slice_model())(np.zeros((0, 8, 8, 3), np.float32))
+
+
+def test_one_trace_per_model_raises_no_retracing_warning(caplog):
+    # Feature extraction and four heads in one process: five models, one
+    # trace each, must not look like "excessive retracing" to TensorFlow.
+    caplog.set_level("WARNING", logger="tensorflow")
+    for _ in range(7):
+        inputs = keras.Input((None, 4))
+        model = keras.Model(inputs, keras.layers.GlobalMaxPooling1D()(keras.layers.Dense(3)(inputs)))
+        Predictor(model)(np.zeros((2, 3, 4), np.float32))
+    assert "retracing" not in caplog.text
