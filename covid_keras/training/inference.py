@@ -103,8 +103,3 @@ class Predictor:
                 f"nothing to predict: the inputs for model {self.model.name!r} hold no example."
             )
         return tf.nest.map_structure(lambda *a: np.concatenate(a), *parts)
-
-
-def predict_batches(model, inputs, batch_size=64):
-    """One-off :class:`Predictor` call (build a Predictor to reuse its trace)."""
-    return Predictor(model)(inputs, batch_size=batch_size)
