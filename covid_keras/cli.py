@@ -67,7 +67,7 @@ def quiet_tensorflow(module_name):
     for the rest of the run: with op determinism on (every seeded run)
     TF 2.21 logs a spurious "NodeDef mentions attribute
     use_unbounded_threadpool" error for every input pipeline with a lookup
-    table (benchmarks/slice_pipeline.py shows why we keep the table); real
+    table (a stateless lookup streams no faster: benchmarks/slice_pipeline.py); real
     failures arrive as Python exceptions. Set the variable yourself, or pass
     ``--debug``, to see TensorFlow's whole C++ log.
     """

@@ -10,11 +10,10 @@ input sizes.
 import argparse
 import sys
 
+# covid_keras/models/__init__.py, imported before this module, has already
+# muted TensorFlow's start-up lines (cli.quiet_tensorflow).
 from covid_keras import cli, errors
-
-cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
-
-from covid_keras.models.registry import MODELS  # noqa: E402 (after the TensorFlow hook)
+from covid_keras.models.registry import MODELS
 
 
 def parse_args(argv=None):

@@ -115,7 +115,27 @@ def to_rgb(image):
     return tf.repeat(image[..., None], 3, axis=-1)
 
 
-def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_memory=True):
+def table_lookup(selection):
+    """``example -> (input, class index or -1)`` for the selected slice ids, by a hash table.
+
+    A ``tf.lookup.StaticHashTable`` is a stateful op, which makes TF 2.21 log
+    a spurious NodeDef error under op determinism; a stateless lookup avoids
+    it but streams no faster on 2 cores (benchmarks/slice_pipeline.py:
+    0.86-1.33x over three runs), so the plain table stays.
+    """
+    keys = tf.constant(list(selection.keys()))
+    values = tf.constant(list(selection.values()), dtype=tf.int64)
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+
+    def label_of(ex):
+        sid = tf.strings.join([ex["key"], "#", tf.strings.as_string(ex["slice_index"])])
+        return ex["input"], table.lookup(sid)
+
+    return label_of
+
+
+def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_memory=True,
+                  label_lookup=table_lookup):
     """A ``tf.data`` pipeline of (image, label) batches for the selected slices.
 
     Args:
@@ -126,23 +146,15 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
         seed: shuffle seed.
         cache_in_memory: keep the selected uint8 slices in memory after the
             first epoch.
+        label_lookup: ``selection -> (example -> (input, label or -1))``;
+            :func:`table_lookup` (benchmarks compare others).
     """
     if not selection:
         raise errors.ConfigurationError(
             f"{folder}: no slices selected for this stage; the split leaves no usable slices "
             "(check the dataset's labels and --val-fraction)."
         )
-    # A hash table (a stateful lookup) makes TF 2.21 log a spurious NodeDef
-    # error under op determinism; a stateless lookup avoids it but streams
-    # 0.78-0.92x as fast on 2 cores (benchmarks/slice_pipeline.py).
-    keys = tf.constant(list(selection.keys()))
-    values = tf.constant(list(selection.values()), dtype=tf.int64)
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
-
-    def label_of(ex):
-        sid = tf.strings.join([ex["key"], "#", tf.strings.as_string(ex["slice_index"])])
-        return ex["input"], table.lookup(sid)
-
+    label_of = label_lookup(selection)
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
     ds = ds.map(label_of, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(lambda x, y: y >= 0)
