@@ -117,6 +117,46 @@ def test_ct_slices_cache_keeps_slice_labels(tmp_path, ct_records):
     assert len(rows) == n_slices
 
 
+def _phantom_truth(config, label, i):
+    """Slice labels (True = lesion voxels in the slice) of phantom ``i`` of ``label``, slice 0 lowest."""
+    pathology = {v: k for k, v in synthetic.CT_LABELS.items()}[label]
+    n, dz, px, seed = synthetic._ct_patient_params(config, label, i)
+    hu, labels, _ = synthetic.phantom_volume(pathology, n_slices=n, size=config.size, pixel_spacing=px,
+                                             slice_spacing=dz, seed=seed)
+    # The label is whether the slice holds lesion voxels: where the volume
+    # differs from the same phantom without its lesions (same seed, noise off).
+    healthy = synthetic.phantom_volume("normal", n_slices=n, size=config.size, pixel_spacing=px,
+                                       slice_spacing=dz, seed=seed, noise_hu=0.0)[0]
+    sick = synthetic.phantom_volume(pathology, n_slices=n, size=config.size, pixel_spacing=px,
+                                    slice_spacing=dz, seed=seed, noise_hu=0.0)[0]
+    lesion_voxels = np.any(np.abs(sick - healthy) > 100.0, axis=(1, 2))
+    np.testing.assert_array_equal(labels, lesion_voxels)
+    return labels.astype(int)
+
+
+def test_ct_slices_cache_labels_follow_slice_position_not_file_name(tmp_path, ct_records):
+    """Each cached slice's label says whether that slice (by position) holds lesion voxels."""
+    options = PipelineOptions("ct_slices", size=32)
+    cache.build_cache(ct_records, tmp_path / "c", options, workers=1, progress=False)
+    rows = tfrecords.read_manifest(tmp_path / "c")["records"]
+    checked = 0
+    for record in ct_records:
+        if record.label == "Normal":
+            continue
+        i = int(record.patient_id[-3:]) - 1  # P001 / cap001 -> phantom 0
+        truth = _phantom_truth(SMALL_CT, record.label, i)
+        # The files' names do not sort in position order, so a wrong
+        # ordering would be seen: the labels by file name differ.
+        files = sorted(os.listdir(record.paths[0]))
+        by_name = np.array([dict(record.slice_labels)[f] for f in files])
+        assert 0 < truth.sum() < len(truth) and not np.array_equal(by_name, truth), record.patient_id
+        mine = sorted((r for r in rows if r["patient_id"] == record.patient_id), key=lambda r: r["slice_index"])
+        assert [r["slice_index"] for r in mine] == list(range(len(truth)))
+        assert [r["slice_label"] for r in mine] == list(truth), record.patient_id
+        checked += 1
+    assert checked == 4
+
+
 def test_interpolated_cache_indexes_slices_on_the_finer_grid(tmp_path, ct_records):
     covid = [r for r in ct_records if r.label == "COVID-19"][:1]
     for factor in (1, 2):
