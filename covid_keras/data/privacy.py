@@ -33,14 +33,33 @@ def _salt():
     env = os.environ.get(_SALT_ENV)
     if env:
         return env
-    if _salt_cache is None:
-        salt_file = cache_dir() / "id_salt"
+    salt_file = cache_dir() / "id_salt"
+    # Kept per salt file: a process that changes COVID_KERAS_CACHE uses that folder's salt.
+    if _salt_cache is None or _salt_cache[0] != salt_file:
         if not salt_file.exists():
-            tmp = salt_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(secrets.token_hex(16))
+            _create_salt_file(salt_file)
+        _salt_cache = (salt_file, salt_file.read_text().strip())
+    return _salt_cache[1]
+
+
+def _create_salt_file(salt_file):
+    """Writes a random salt file, unless another process has just written one.
+
+    The salt is written to a temporary file and hard-linked into place, which
+    fails when the file exists: processes starting together (cache workers)
+    all end up with the first one's salt, never with one each.
+    """
+    tmp = salt_file.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(secrets.token_hex(16))
+    try:
+        os.link(tmp, salt_file)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        if not salt_file.exists():
             os.replace(tmp, salt_file)
-        _salt_cache = salt_file.read_text().strip()
-    return _salt_cache
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def pseudonymize(value, namespace="patient", prefix="pt"):
