@@ -20,7 +20,8 @@ In a cache built with ``interpolate=f`` (paper 001's added slices),
 is index ``i * f``, interpolated ones lie between, and ``slice_index // f``
 is the original slice at or before each example.
 
-Only data pipelines import TensorFlow (house style); this is one.
+Model code uses only Keras; data pipelines and serving import TensorFlow,
+and this module is a data pipeline.
 """
 
 import json

@@ -42,13 +42,13 @@ from covid_keras.data.privacy import cache_dir
 
 PATHOLOGIES = ("normal", "covid", "cap", "viral", "nodule")
 
-#: CT 3-class label (SPEC.md) of each CT pathology.
+#: CT 3-class label (docs/papers.md, class lists) of each CT pathology.
 CT_LABELS = {"normal": "Normal", "cap": "CAP", "covid": "COVID-19"}
 #: COVID-CT-MD class folders (the real dataset's names).
 CT_FOLDERS = {"COVID-19": "COVID-19 Cases", "CAP": "Cap Cases", "Normal": "Normal Cases"}
 _CT_PREFIX = {"COVID-19": "P", "CAP": "cap", "Normal": "normal"}
 
-#: Each X-ray paper's class list (SPEC.md) and the phantom pathologies in it.
+#: Each X-ray paper's class list (docs/papers.md) and the phantom pathologies in it.
 #: A pathology missing from a task's map is not part of that task.
 XRAY_TASKS = {
     "xraycnn_step1": {"normal": "normal", "cap": "bacterial", "covid": "viral", "viral": "viral"},

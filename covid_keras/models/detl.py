@@ -1,7 +1,7 @@
 """DETL (paper 003): a 12-layer CNN trained from scratch, and its domain extension.
 
 Basu & Mitra, "Deep learning for screening COVID-19 using chest X-ray
-images" (SPEC.md "DETL (003)"). :func:`detl_cnn` is the CNN trained on
+images" (docs/papers.md, "003 DETL"). :func:`detl_cnn` is the CNN trained on
 Data-A (NIH ChestX-ray14, ``CLASS_NAMES["detl_a"]``: normal vs disease);
 :func:`detl_extend` is the domain extension to Data-B
 (``CLASS_NAMES["detl_b"]``: normal, other_disease, pneumonia, covid): the
@@ -19,7 +19,8 @@ from covid_keras import errors
 from covid_keras.models._common import check_image_shape, check_num_classes, check_weights, load_weights_file
 
 #: Filters of the six 3 x 3 convolutions, two per block (ours: the paper
-#: lists 32, 32, 64, 64, 128, 128 without saying how they pair with pools).
+#: gives "increasing filter numbers (32, 64, 128)" for six convolutions in
+#: three convolution-and-pooling sets).
 CONV_FILTERS = ((32, 32), (64, 64), (128, 128))
 
 #: Units of the two hidden fully-connected layers (paper: 256 x 128 x 2).

@@ -1,7 +1,7 @@
 """Every paper model by name: its builder, paper, and paper-default arguments.
 
 The one place that says which builder and which arguments each paper
-uses (house style: paper settings live in one table). Training presets
+uses: paper settings live in this one table, not in the scripts. Training presets
 build on it.
 """
 

@@ -139,7 +139,7 @@ def resnet50_3d(input_shape=(224, 224, 224, 1), depth=50, num_classes=3, weights
 
     Follows Xue & Abhayaratne, "Covid-19 diagnostic using 3D deep transfer
     learning for classification of volumetric computerised tomography chest
-    scans", ICASSP 2021 (paper 000 in SPEC.md): a Conv3D / MaxPool3D ResNet convolutional base without its
+    scans", ICASSP 2021 (paper 000 in docs/papers.md): a Conv3D / MaxPool3D ResNet convolutional base without its
     fully connected layers, then Table 2's head: ``avg_pool``
     (GlobalAveragePooling3D) → ``fc1`` (Dense ``dense_units``) →
     ``fc1_clipped_relu`` (ReLU capped at ``clip_ceiling``, MATLAB's default

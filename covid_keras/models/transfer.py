@@ -1,7 +1,7 @@
 """Transfer (paper 002): ImageNet DenseNet and InceptionV3 classifiers, and New-DenseNet.
 
 Berrimi et al., "COVID-19 detection from Xray and CT scans using transfer
-learning" (SPEC.md "Transfer (002)"). Each builder takes raw pixels in
+learning" (docs/papers.md, "002 Transfer"). Each builder takes raw pixels in
 [0, 255]: the ``keras.applications`` preprocessing is a layer inside the
 model (``imagenet_preprocessing``: ``"torch"`` for DenseNet, ``"tf"`` for
 InceptionV3). Backbones are built flat, so every backbone layer is a layer

@@ -1,6 +1,6 @@
 """XrayCNN (paper 004): the small chest X-ray CNN of Table 1 and its two-step hierarchy.
 
-Gao & Wang, deep CNN for COVID-19 on chest X-rays (SPEC.md "XrayCNN (004)").
+Gao & Wang, deep CNN for COVID-19 on chest X-rays (docs/papers.md, "004 XrayCNN").
 :func:`xray_cnn` is Table 1, layer for layer; :class:`HierarchicalXrayClassifier`
 chains two of them as the paper's user interface does: step 1 tells normal,
 bacterial and viral pneumonia apart and, where viral wins, step 2 tells

@@ -234,7 +234,7 @@ def _check_version(version):
 
 
 def _split_version_dir(base_dir, name, version):
-    """``export(model, "saved_models/<name>/<int>")`` (DESIGN.md's form) -> its parts."""
+    """``export(model, "saved_models/<name>/<int>")`` (the version folder itself) -> its parts."""
     base_dir = os.fspath(base_dir)
     head, tail = os.path.split(os.path.normpath(base_dir))
     if name is None and version is None and _INTEGER.fullmatch(tail) and os.path.basename(head):

@@ -1,6 +1,6 @@
 """Paper 001, level 1: the multi-scale ResNet50 slice classifier, in stages.
 
-Stages (SPEC.md, MultiScale), each switchable, each keeping its
+Stages (paper 001 MultiScale, docs/papers.md), each switchable, each keeping its
 best-validation-accuracy weights:
 
 1. ``pretrain`` - the whole model on a pre-training set (COVIDx-CT in the
@@ -102,7 +102,7 @@ class SliceLevelConfig:
 
 
 #: The small preset used on the built-in phantoms (no --data): a few
-#: minutes on 2 CPU cores instead of the paper's days on a GPU.
+#: minutes on 2 CPU cores instead of the paper's full-size runs.
 #: Trained from scratch on about 230 slices, ResNet50 needs many small
 #: steps: batch 16, no augmentation (it slows the first epochs; it is on by
 #: default with --data, where ImageNet weights are fine-tuned), and

@@ -214,7 +214,7 @@ def test_versions_increment_and_ignore_other_names(tmp_path):
         os.path.join("cnn", "7"))
     assert serving.load_metadata(os.path.join(model_dir, "7"))["version"] == 7
     assert serving.next_version(model_dir) == 8
-    # DESIGN.md's form: the version folder itself.
+    # The version folder itself as the target.
     assert serving.export(model, os.path.join(base, "cnn", "9"), image_bytes_endpoint=False) == \
         os.path.join(base, "cnn", "9")
     with pytest.raises(errors.ConfigurationError, match="exists already"):

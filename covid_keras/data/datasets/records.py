@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-# The papers' class lists (SPEC.md "Classes"); the order is the index order
+# The papers' class lists (docs/papers.md, "Class lists"); the order is the index order
 # of each model's softmax output.
 CLASS_NAMES = {
     "ct3": ("Normal", "CAP", "COVID-19"),
