@@ -1,5 +1,9 @@
 """covid_keras: five published COVID-19 chest-imaging methods in Keras 3.
 
+The papers are numbered 000-004 (000 Volume3D, 001 MultiScale, 002 Transfer,
+003 DETL, 004 XrayCNN) in docs/papers.md, which cites each and lists its
+steps, numbers and our choices.
+
 Submodules are imported lazily so that ``import covid_keras`` and the data
 readers do not pay for importing TensorFlow.
 """
