@@ -240,20 +240,29 @@ def _uid(*parts):
 
 def write_ct_series(hu, spacing, folder, *, patient_name="PHANTOM^TEST", patient_id="PHANTOM-0",
                     birth_date="19700101", seed=0, shuffle=True, z0=-200.0, instance_numbers=True,
-                    file_prefix=""):
+                    file_prefix="", orientation=(1, 0, 0, 0, 1, 0), direction=1, patient_position="HFS"):
     """Writes a HU volume as a CT Image Storage series, one file per slice.
 
     Stored values are ``HU + 1024`` in 12 bits (RescaleIntercept -1024),
-    slice 0 at ``z0`` mm and each next one ``spacing[0]`` higher. File names
-    are random numbers (``shuffle=True``) so that only ImagePositionPatient
-    gives the order, as in many real exports.
+    slice 0 centred at ``(0, 0, z0)`` mm and each next one ``spacing[0]``
+    further along the slice normal (row cosine x column cosine of
+    ``orientation``): with the default axial orientation, ``spacing[0]``
+    higher. ``direction=-1`` stacks them the other way, so positions fall
+    as instance numbers and plain file names rise (as feet-first exports
+    often do). File names are random numbers (``shuffle=True``) so that
+    only ImagePositionPatient gives the order, as in many real exports.
 
     The identifying tags (``patient_name``, ``patient_id``, ``birth_date``)
     are filled with the given made-up values so that tests can check that
     they never leak into outputs.
 
+    Args:
+        orientation: the six ImageOrientationPatient cosines (row, column).
+        direction: ``1`` or ``-1``, the way slice k moves along the normal.
+        patient_position: the PatientPosition tag (``"HFS"``, ``"FFS"``...).
+
     Returns:
-        The list of written file paths in slice order.
+        The list of written file paths in slice order (slice k of ``hu``).
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -269,8 +278,9 @@ def write_ct_series(hu, spacing, folder, *, patient_name="PHANTOM^TEST", patient
     # Random fixed-width numbers: name order (plain or natural) is not slice order.
     names = [f"{file_prefix}{h:09d}.dcm" for h in rng.choice(10**9, size=n, replace=False)] if shuffle \
         else [f"{file_prefix}IM{k + 1:04d}.dcm" for k in range(n)]
-    x0 = -(cols - 1) / 2 * dx
-    y0 = -(rows - 1) / 2 * dy
+    row_cos, col_cos = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row_cos, col_cos)
+    cosines = [f"{float(c) + 0.0:.6g}" for c in orientation]  # "+ 0.0": no "-0"
     paths = []
     for k in range(n):
         meta = FileMetaDataset()
@@ -298,12 +308,15 @@ def write_ct_series(hu, spacing, folder, *, patient_name="PHANTOM^TEST", patient
         ds.SeriesNumber = 2
         if instance_numbers:
             ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [f"{x0:.3f}", f"{y0:.3f}", f"{z0 + k * dz:.3f}"]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.SliceLocation = f"{z0 + k * dz:.3f}"
+        # The slice's centre, then its first pixel: half the field of view back along rows and columns.
+        centre = np.array([0.0, 0.0, z0]) + direction * k * dz * normal
+        corner = centre - (cols - 1) / 2 * dx * row_cos - (rows - 1) / 2 * dy * col_cos
+        ds.ImagePositionPatient = [f"{v:.3f}" for v in corner]
+        ds.ImageOrientationPatient = cosines
+        ds.SliceLocation = f"{centre @ normal:.3f}"
         ds.SliceThickness = f"{dz:.3f}"
         ds.PixelSpacing = [f"{dy:.6f}", f"{dx:.6f}"]
-        ds.PatientPosition = "HFS"
+        ds.PatientPosition = patient_position
         ds.Rows, ds.Columns = rows, cols
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
