@@ -4,7 +4,8 @@ volume3d: the original slice at the lungs' widest point, the lung mask
 there, the lung-area curve with the kept slice range shaded, and the final
 input (axial and coronal middle slices). ct_slices: the original slice, the
 body mask, and the network input. xray: the image as read and as resized.
-File names carry the label and a salted pseudonym of the patient id.
+File names and titles carry the label and a salted pseudonym of the patient
+id, never the id itself.
 """
 
 import os
@@ -52,7 +53,7 @@ def _image(ax, img, title):
     ax.axis("off")
 
 
-def _volume3d_panels(record, options, path):
+def _volume3d_panels(record, options, path, shown_id):
     from covid_keras.data import read_ct_series
     from covid_keras.preprocess.lung_volume import volume3d
 
@@ -61,7 +62,7 @@ def _volume3d_panels(record, options, path):
                           return_steps=True)
     k_res = int(np.argmax(steps.area_ratio))
     k_orig = min(ct.hu.shape[0] - 1, int(round(k_res * ct.hu.shape[0] / steps.mask.shape[0])))
-    plt, fig, axes = _figure(5, f"volume3d  {record.label}  {record.patient_id}")
+    plt, fig, axes = _figure(5, f"volume3d  {record.label}  {shown_id}")
     _image(axes[0], _hu_to_grey(ct.hu[k_orig]), f"original slice {k_orig} (lung window)")
     _image(axes[1], steps.mask[k_res].astype(np.float32), f"lung mask, resampled slice {k_res}")
     ax = axes[2]
@@ -78,12 +79,12 @@ def _volume3d_panels(record, options, path):
     plt.close(fig)
 
 
-def _ct_slices_panels(record, options, path):
+def _ct_slices_panels(record, options, path, shown_id):
     from covid_keras.data import read_ct_series
     from covid_keras.preprocess import body_slices as cs
 
     if not os.path.isdir(record.paths[0]):
-        return _generic_panels(record, options, path)
+        return _generic_panels(record, options, path, shown_id)
     ct = read_ct_series(record.paths[0])
     u8 = cs.to_uint8(ct.hu, normalization=options.normalization)
     k = u8.shape[0] // 2
@@ -93,7 +94,7 @@ def _ct_slices_panels(record, options, path):
     mask = cs.body_mask(u8[k])
     final = cs.ct_slices(ct, size=options.size, brightness=options.brightness,
                          normalization=options.normalization)[k]
-    plt, fig, axes = _figure(3, f"ct_slices  {record.label}  {record.patient_id}  slice {k}")
+    plt, fig, axes = _figure(3, f"ct_slices  {record.label}  {shown_id}  slice {k}")
     _image(axes[0], _hu_to_grey(ct.hu[k]), "original (lung window)")
     _image(axes[1], mask.astype(np.float32), "body mask (table removed)")
     _image(axes[2], final, f"input {final.shape[0]}x{final.shape[1]}, brightness x{options.brightness:g}")
@@ -102,13 +103,13 @@ def _ct_slices_panels(record, options, path):
     plt.close(fig)
 
 
-def _generic_panels(record, options, path):
+def _generic_panels(record, options, path, shown_id):
     from covid_keras.data import read_xray
 
     original = read_xray(record.paths[0])
     final = process_record(record, options)[0].array
     shown = final[..., 0] / 255.0 if final.ndim == 3 else final
-    plt, fig, axes = _figure(2, f"{options.pipeline}  {record.label}  {record.patient_id}")
+    plt, fig, axes = _figure(2, f"{options.pipeline}  {record.label}  {shown_id}")
     _image(axes[0], original, f"as read {original.shape[0]}x{original.shape[1]}")
     _image(axes[1], shown.astype(np.float32) if shown.dtype != np.uint8 else shown,
            f"input {final.shape}")
@@ -133,10 +134,11 @@ def write_previews(records, options, out_dir, n=None):
     written = []
     for i, record in enumerate(chosen):
         label = "".join(c if c.isalnum() else "_" for c in record.label)
-        # A pseudonym in the file name: folder-derived ids can be hospital numbers.
-        path = os.path.join(out_dir, f"{options.pipeline}-{i:02d}-{label}-{pseudonymize(record.patient_id)}.png")
+        # A pseudonym in the file name and the title: folder-derived ids can be hospital numbers.
+        shown_id = pseudonymize(record.patient_id)
+        path = os.path.join(out_dir, f"{options.pipeline}-{i:02d}-{label}-{shown_id}.png")
         try:
-            panels[options.pipeline](record, options, path)
+            panels[options.pipeline](record, options, path, shown_id)
         except errors.CovidKerasError as e:
             warnings.warn(f"preview skipped: {e}", stacklevel=2)
             continue
