@@ -119,8 +119,11 @@ def _list_files(folder):
     return paths
 
 
-def _scan_folder(folder):
-    """Returns (datasets, skipped_count) for every DICOM image in ``folder``."""
+def _scan_folder(folder, notes):
+    """Returns (datasets, skipped_count) for every DICOM image in ``folder``.
+
+    ``notes`` collects what the guard withheld or dropped, per file.
+    """
     if not os.path.exists(folder):
         raise errors.NoDicomError(
             f"{folder}: folder does not exist; check the path to the CT "
@@ -139,15 +142,20 @@ def _scan_folder(folder):
         )
     found, skipped = [], 0
     for path in paths:
-        if os.path.getsize(path) == 0 or not dicom_files.looks_like_dicom(path):
-            if os.path.getsize(path) == 0 and _dicom_like_name(path):
+        try:
+            size = os.path.getsize(path)
+        except OSError:  # a broken symbolic link, or a file removed meanwhile
+            skipped += 1
+            continue
+        if size == 0 or not dicom_files.looks_like_dicom(path):
+            if size == 0 and _dicom_like_name(path):
                 raise errors.DicomReadError(
                     f"{path}: the file is empty (0 bytes); re-export the "
                     "series or remove the file."
                 )
             skipped += 1
             continue
-        ds = dicom_files.read_dataset(path, defer_size="256 KB")
+        ds = dicom_files.read_dataset(path, defer_size="256 KB", notes=notes)
         if dicom_files.is_non_image(ds):
             skipped += 1  # DICOMDIR, structured reports, presentation states
             continue
@@ -170,7 +178,7 @@ def _scan_folder(folder):
     if skipped:
         warnings.warn(
             f"{folder}: skipped {skipped} file(s) that are not DICOM images "
-            "(DICOMDIR, notes, system files).",
+            "(DICOMDIR, notes, system files) or cannot be opened (broken links).",
             stacklevel=3,
         )
     return found, skipped
@@ -290,10 +298,17 @@ def _series_frames(items):
     """Frames of a series, localizer images left out."""
     frames = []
     for path, ds in items:
-        if _is_localizer(ds):
-            continue
-        frames.extend(_frames_of(path, ds))
+        # Damaged values (a list where one number belongs, ...) become a
+        # DicomReadError naming the file.
+        with dicom_files.pydicom_guard(path, what="its image position and size tags"):
+            if _is_localizer(ds):
+                continue
+            frames.extend(_frames_of(path, ds))
     return frames
+
+
+def _modality(frames):
+    return str(getattr(frames[0].ds, "Modality", "") or "").strip().upper()
 
 
 def _is_axial(frames):
@@ -303,35 +318,66 @@ def _is_axial(frames):
     return abs(_normal(ori)[2]) >= AXIAL_COSINE
 
 
+def _short(uid):
+    """A UID as messages show it: its last 8 characters (never the whole UID)."""
+    return f"...{uid[-8:]}"
+
+
 def _describe(uid, frames):
-    return f"series ...{uid[-8:]} ({len(frames)} images)"
+    if not frames:
+        return f"series {_short(uid)} (localizers only)"
+    return f"series {_short(uid)} ({len(frames)} {_modality(frames) or 'unset-modality'} images)"
 
 
-def _choose_series(folder, found, series_uid):
+def _match_series(folder, groups, candidates, series_uid):
+    """The SeriesInstanceUID ``series_uid`` names: the whole UID, its end as
+    messages show it (``...12345678``), or the series' ``se-`` pseudonym."""
+    wanted = str(series_uid).strip()
+    if wanted in groups:
+        return wanted
+    if wanted.startswith("se-"):
+        matches = [uid for uid in groups if pseudonymize(uid, "series", prefix="se") == wanted]
+    else:
+        tail = wanted.lstrip(".")  # at least the 8 characters messages show
+        matches = [uid for uid in groups if len(tail) >= 8 and uid.endswith(tail)]
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(_describe(uid, candidates.get(uid, [])) for uid in sorted(groups))
+    if matches:
+        raise errors.ConfigurationError(
+            f"{folder}: {len(matches)} series end in series_uid={_short(wanted)}; give more of "
+            f"the SeriesInstanceUID (the series there are: {listing})."
+        )
+    raise errors.ConfigurationError(
+        f"{folder}: holds no series with series_uid={_short(wanted)}; the series there "
+        f"are: {listing}."
+    )
+
+
+def _choose_series(folder, found, series_uid, modalities=None):
     groups = _group_series(found)
     candidates = {uid: _series_frames(items) for uid, items in groups.items()}
     candidates = {uid: fr for uid, fr in candidates.items() if fr}
     if series_uid is not None:
-        if series_uid not in groups:
-            listing = ", ".join(_describe(uid, candidates.get(uid, [])) for uid in sorted(groups))
-            raise errors.ConfigurationError(
-                f"{folder}: holds no series with the SeriesInstanceUID given; the series there "
-                f"are: {listing}."
-            )
-        if series_uid not in candidates:
+        chosen = _match_series(folder, groups, candidates, series_uid)
+        if chosen not in candidates:
             raise errors.NoDicomError(
-                f"{folder}: series {series_uid} holds only localizer images; "
+                f"{folder}: series {_short(chosen)} holds only localizer images; "
                 "choose another series_uid."
             )
-        chosen = series_uid
     else:
         if not candidates:
             raise errors.NoDicomError(
                 f"{folder}: holds only localizer/scout images; point to the "
                 "folder of the axial CT series."
             )
-        axial = {uid: fr for uid, fr in candidates.items() if _is_axial(fr)}
-        pool = axial or candidates
+        pool = candidates
+        if modalities is not None:
+            # A PET/CT study: the PET series may have more slices than the CT.
+            allowed = {m.upper() for m in modalities}
+            pool = {uid: fr for uid, fr in candidates.items() if _modality(fr) in allowed} or candidates
+        axial = {uid: fr for uid, fr in pool.items() if _is_axial(fr)}
+        pool = axial or pool
         chosen = max(pool, key=lambda uid: (len(pool[uid]), uid))
     others = [_describe(uid, fr) for uid, fr in candidates.items() if uid != chosen]
     if others:
@@ -473,12 +519,12 @@ def _tilt_degrees(frames, normal):
 # --------------------------------------------------------------------------
 
 
-def _stored_values(frames, cache):
+def _stored_values(frames, cache, notes=None):
     """Decodes every frame's stored values, each file at most once."""
     out = []
     for f in frames:
         if f.path not in cache:
-            cache[f.path] = dicom_files.decode_pixels(f.ds, f.path)
+            cache[f.path] = dicom_files.decode_pixels(f.ds, f.path, notes=notes)
         arr = cache[f.path]
         if f.frame is not None:
             arr = arr[f.frame] if arr.ndim == 3 else arr
@@ -538,6 +584,18 @@ def _patient_id(ds):
     return pseudonymize(study or str(getattr(ds, "SeriesInstanceUID", "")), "study")
 
 
+def _warn_notes(folder, notes):
+    """One warning for what the guards withheld or dropped in the folder's files."""
+    if len(notes) == 1:
+        warnings.warn(notes[0], stacklevel=4)
+    elif notes:
+        warnings.warn(
+            f"{folder}: {len(notes)} files have damaged or non-standard header elements; the "
+            f"first: {notes[0]}",
+            stacklevel=4,
+        )
+
+
 # --------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------
@@ -548,10 +606,12 @@ def read_ct_series(folder, series_uid=None, modalities=("CT",), padding_hu=PADDI
 
     Every file in ``folder`` (and its subfolders) that is DICOM is read,
     whatever its name or extension; other files are skipped with one
-    warning. Images are grouped by SeriesInstanceUID; localizers are left
-    out and the axial series with the most slices is taken, unless
-    ``series_uid`` names another. Slices are sorted by ImagePositionPatient
-    projected on the normal of ImageOrientationPatient (never by file name
+    warning (so are broken links). Images are grouped by
+    SeriesInstanceUID; localizers are left out and, among the series whose
+    modality ``modalities`` allows (a PET/CT study's PET series is passed
+    over however many slices it has), the axial series with the most slices
+    is taken, unless ``series_uid`` names another. Slices are sorted by
+    ImagePositionPatient projected on the normal of ImageOrientationPatient (never by file name
     or InstanceNumber), and the z spacing is the median step between those
     positions. Stored values equal to PixelPaddingValue become
     ``padding_hu``; everything else goes through RescaleSlope/Intercept,
@@ -560,7 +620,10 @@ def read_ct_series(folder, series_uid=None, modalities=("CT",), padding_hu=PADDI
 
     Args:
         folder: the folder that holds the series.
-        series_uid: SeriesInstanceUID to read when the folder holds several.
+        series_uid: the series to read when the folder holds several: its
+            whole SeriesInstanceUID, the end of it as warnings and errors
+            show it (``"...12345678"``, at least 8 characters), or its
+            pseudonymous ``se-`` id (``CTSeries.meta["series"]``).
         modalities: accepted Modality values; ``None`` accepts any.
         padding_hu: HU written where PixelPaddingValue marks padding.
 
@@ -569,11 +632,21 @@ def read_ct_series(folder, series_uid=None, modalities=("CT",), padding_hu=PADDI
 
     Raises:
         NoDicomError: the folder is missing, empty or holds no DICOM image.
-        DicomReadError: a file is truncated, corrupt or undecodable.
+        DicomReadError: a file is truncated, corrupt or undecodable, or
+            one of its essential elements is damaged.
+        ConfigurationError: ``series_uid`` matches no series of the folder.
         SeriesGeometryError: missing geometry tags, mixed slice sizes,
             duplicate positions, a missing slice, non-parallel slices or
             gantry tilt.
         ModalityError: the series is not CT (see ``modalities``).
+
+    Warns:
+        UserWarning: skipped files, several series, varying spacing, missing
+            rescale, lossy compression, a non-standard transfer syntax read
+            as uncompressed, and damaged or non-standard header elements
+            (one warning for the folder; pydicom's own messages are
+            withheld, as they can quote patient data). No warning or error
+            carries a tag's value.
 
     Example:
         >>> from covid_keras import data
@@ -583,12 +656,21 @@ def read_ct_series(folder, series_uid=None, modalities=("CT",), padding_hu=PADDI
         (dtype('float32'), 3)
     """
     folder = os.fspath(folder)
-    found, _ = _scan_folder(folder)
-    _, frames = _choose_series(folder, found, series_uid)
+    # The guard is a last net: whatever a damaged file still makes raise
+    # becomes a DicomReadError naming the folder (files are named inside).
+    with dicom_files.pydicom_guard(folder, what="a file of the series"):
+        return _read(folder, series_uid, modalities, padding_hu)
+
+
+def _read(folder, series_uid, modalities, padding_hu):
+    notes = []
+    found, _ = _scan_folder(folder, notes)
+    _, frames = _choose_series(folder, found, series_uid, modalities)
     _check_modality(folder, frames, modalities)
     _check_geometry(folder, frames)
     frames, step, _ = _sort_and_step(folder, frames)
-    stored = _stored_values(frames, cache={})
+    stored = _stored_values(frames, cache={}, notes=notes)
+    _warn_notes(folder, notes)
     hu, missing_rescale = _to_hu(frames, stored, padding_hu)
     if missing_rescale:
         warnings.warn(

@@ -3,14 +3,26 @@
 Recognises DICOM files whatever their name, reads them with pydicom, and
 decodes pixel data with whatever decoder plugin is installed, turning every
 failure into a :mod:`covid_keras.errors` type that names the file.
+
+Every use of pydicom goes through :func:`pydicom_guard`, the one place where
+pydicom's warnings, log records and errors are caught: their text can quote
+the raw bytes of a damaged element, and those bytes may hold PatientName,
+PatientID or the birth date. :func:`read_dataset` converts every element
+inside the guard (pydicom otherwise converts them lazily, on first access,
+outside any guard), so later tag access cannot warn.
 """
 
+import contextlib
+import logging
 import os
+import re
+import struct
+import sys
 import warnings
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.datadict import keyword_for_tag
 from pydicom.uid import UID
 
 from covid_keras import errors
@@ -54,6 +66,222 @@ _INSTALL_HINT = (
 )
 
 
+# Pixel data elements: decoded (and read, when deferred) only by decode_pixels.
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+# Elements whose loss would change the image or its identity: a damaged one
+# refuses the file instead of being dropped. Whole groups: file meta, image
+# pixel / rescale / window / LUT (0028), functional groups (5200), pixels.
+_ESSENTIAL_GROUPS = frozenset({0x0002, 0x0028, 0x5200, 0x7FE0})
+_ESSENTIAL_TAGS = frozenset(
+    {
+        0x00080008,  # ImageType (localizers)
+        0x00080016,  # SOPClassUID
+        0x00080060,  # Modality
+        0x00100020,  # PatientID (the pseudonymous id)
+        0x0020000D,  # StudyInstanceUID
+        0x0020000E,  # SeriesInstanceUID
+        0x00200032,  # ImagePositionPatient
+        0x00200037,  # ImageOrientationPatient
+        0x20500020,  # PresentationLUTShape
+    }
+)
+
+# Text value representations, and the control characters each may hold. A
+# text value with any other control character (NUL inside it, the bytes of
+# a tag) has swallowed its neighbours: its length field is damaged.
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_LONG_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+_CONTROL_LONG = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+
+# A tag as pydicom prints it, "(0028,1052)": the only part of a pydicom
+# message that may be repeated, since the rest can quote tag values.
+_TAG_IN_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),\s?([0-9A-Fa-f]{4})\)")
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+_PYDICOM_DIR = os.path.dirname(os.path.abspath(pydicom.__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warn_outside(message, category=UserWarning):
+    """``warnings.warn`` attributed to the first caller outside covid_keras."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR) or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def describe_tag(tag):
+    """``"(0028,0008) NumberOfFrames"``: a tag and its keyword, never its value."""
+    tag = pydicom.tag.Tag(tag)
+    keyword = keyword_for_tag(tag)
+    text = f"({tag.group:04X},{tag.element:04X})"
+    return f"{text} {keyword}" if keyword else text
+
+
+class _Withhold(logging.Filter):
+    """Drops pydicom's log records: they repeat its warnings, values and all."""
+
+    def filter(self, record):
+        return False
+
+
+class PydicomGuard:
+    """What :func:`pydicom_guard` caught for one file (see there)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.withheld = 0  # pydicom warnings not shown
+        self.tags = []  # tags those warnings named (no values)
+        self.dropped = []  # damaged non-essential elements removed
+        self._caught = []  # warnings caught so far: looked at, never shown
+
+    def saw(self, fragment):
+        """True when a warning caught so far contains ``fragment``."""
+        return any(fragment in str(w.message) for w in self._caught)
+
+    def summary(self):
+        """One sentence on what was withheld or dropped, or None."""
+        parts = []
+        if self.dropped:
+            listing = ", ".join(describe_tag(t) for t in self.dropped[:5])
+            more = f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
+            parts.append(f"ignored {len(self.dropped)} damaged element(s) ({listing}{more})")
+        if self.withheld:
+            tags = sorted(set(self.tags) - {describe_tag(t) for t in self.dropped})
+            about = f" about {', '.join(tags[:5])}" if tags else ""
+            parts.append(
+                f"withheld {self.withheld} pydicom warning(s){about}, whose text can quote patient data"
+            )
+        if not parts:
+            return None
+        return f"{self.name}: {'; '.join(parts)}; the file may be damaged or non-standard."
+
+    def _take(self, caught):
+        """Re-emits our own warnings; counts pydicom's."""
+        for w in caught:
+            text = str(w.message)
+            if text.startswith(self.name):  # ours: every message starts with the path
+                warn_outside(w.message)  # attributed to the caller of the reader
+                continue
+            self.withheld += 1
+            for group, element in _TAG_IN_TEXT.findall(text):
+                self.tags.append(describe_tag(int(group + element, 16)))
+
+
+@contextlib.contextmanager
+def pydicom_guard(path, *, error=errors.DicomReadError, what="the file", notes=None):
+    """The one place pydicom runs: no tag value escapes in a warning, log or error.
+
+    For the duration, pydicom's value validation is off
+    (``pydicom.config.settings.reading_validation_mode = IGNORE``: its
+    messages quote values), its loggers drop their records, and warnings are
+    caught. On the way out our own warnings (they start with the path) are
+    re-emitted unchanged; pydicom's are replaced by one warning naming the
+    file, how many were withheld and the tags they were about (or, when
+    ``notes`` is a list, that sentence is appended to it for the caller to
+    summarise). Any exception other than a :class:`CovidKerasError` becomes
+    ``error`` naming the file, ``what`` failed and the exception's type,
+    never its text.
+
+    Args:
+        path: the file (or folder) being read, named in every message.
+        error: the :class:`CovidKerasError` type to raise.
+        what: what is being read, for the message ("its pixel data").
+        notes: a list that collects the summary instead of a warning.
+
+    Yields:
+        A :class:`PydicomGuard` (what was caught, for the caller to inspect).
+    """
+    guard = PydicomGuard(os.fspath(path))
+    settings = pydicom.config.settings
+    saved_mode = settings.reading_validation_mode
+    withhold = _Withhold()
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == "pydicom" or n.startswith("pydicom.")]
+    for logger in loggers:
+        logger.addFilter(withhold)
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    caught, failed = [], True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            guard._caught = caught
+            yield guard
+        failed = False
+    except (errors.CovidKerasError, MemoryError):
+        raise
+    except Exception as e:
+        raise error(
+            f"{guard.name}: {what} cannot be read ({type(e).__name__}); it is damaged or not "
+            "standard DICOM, re-export or remove it."
+        ) from None
+    finally:
+        settings.reading_validation_mode = saved_mode
+        for logger in loggers:
+            logger.removeFilter(withhold)
+        guard._take(caught)
+        summary = None if failed else guard.summary()
+        if summary is not None:
+            if notes is None:
+                warn_outside(summary)
+            else:
+                notes.append(summary)
+
+
+def _garbled(elem):
+    """True when a text element holds control characters: its length is damaged."""
+    vr = str(elem.VR)
+    if vr not in _TEXT_VRS or elem.value is None:
+        return False
+    pattern = _CONTROL_LONG if vr in _LONG_TEXT_VRS else _CONTROL
+    values = elem.value if isinstance(elem.value, (list, tuple, pydicom.multival.MultiValue)) else [elem.value]
+    for value in values:
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        if pattern.search(text.rstrip("\x00 ")):
+            return True
+    return False
+
+
+def _convert_all(ds, guard, essential=False):
+    """Converts every element of ``ds`` (and its sequences) now, in the guard.
+
+    A damaged element (unknown VR, bad length, unparsable number, text that
+    swallowed its neighbours) refuses the file when it is essential
+    (:data:`_ESSENTIAL_TAGS`, :data:`_ESSENTIAL_GROUPS`, or inside an
+    essential sequence), else it is removed and reported by the guard.
+    Pixel data is left for :func:`decode_pixels`.
+    """
+    for tag in list(ds.keys()):
+        if tag in PIXEL_DATA_TAGS:
+            continue
+        must = essential or tag.group in _ESSENTIAL_GROUPS or tag in _ESSENTIAL_TAGS
+        try:
+            elem = ds[tag]
+            damaged = _garbled(elem)
+            if not damaged and elem.VR == "SQ":
+                for item in elem.value:
+                    _convert_all(item, guard, must)
+        except errors.CovidKerasError:
+            raise
+        except Exception:
+            damaged = True
+        if not damaged:
+            continue
+        if must:
+            raise errors.DicomReadError(
+                f"{guard.name}: its {describe_tag(tag)} element is damaged (it cannot be parsed); the "
+                "file is corrupt, re-export or remove it."
+            )
+        del ds[tag]
+        guard.dropped.append(tag)
+
+
 def looks_like_dicom(path):
     """True when ``path`` starts like a DICOM file, with or without preamble.
 
@@ -75,20 +303,29 @@ def looks_like_dicom(path):
     return False
 
 
-def read_dataset(path, stop_before_pixels=False, defer_size=None):
+def read_dataset(path, stop_before_pixels=False, defer_size=None, specific_tags=None, notes=None):
     """Reads one DICOM file, raising :class:`DicomReadError` naming it.
+
+    Every element (pixel data aside) is converted here, inside
+    :func:`pydicom_guard`, so no later tag access makes pydicom warn with a
+    tag's value. A damaged element is dropped with a warning, or refuses
+    the file when the image or its identity depends on it.
 
     Args:
         path: the file.
         stop_before_pixels: read the header only.
         defer_size: pydicom's ``defer_size``: large values (pixel data) are
             read from the file only when accessed.
+        specific_tags: read only these tags (pydicom's ``specific_tags``).
+        notes: a list collecting the guard's summary instead of a warning
+            (see :func:`pydicom_guard`).
 
     Returns:
         A :class:`pydicom.Dataset`.
 
     Raises:
-        DicomReadError: the file is empty, truncated or not DICOM.
+        DicomReadError: the file is missing, empty, truncated, not DICOM, or
+            an essential element is damaged.
     """
     name = os.fspath(path)
     try:
@@ -102,30 +339,40 @@ def read_dataset(path, stop_before_pixels=False, defer_size=None):
         raise errors.DicomReadError(
             f"{name}: the file is empty (0 bytes); re-export or remove it."
         )
-    try:
-        # pydicom reports a file cut inside an element only as a warning
-        # (whose text carries the full path); catch it and refuse the file.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    truncated = (
+        f"{name}: the file ends in the middle of a DICOM element, so it "
+        "is truncated; re-export or remove it."
+    )
+    with pydicom_guard(name, what="its header", notes=notes) as guard:
+        try:
             ds = pydicom.dcmread(
                 name,
                 force=True,
                 stop_before_pixels=stop_before_pixels,
                 defer_size=defer_size,
+                specific_tags=specific_tags,
             )
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError,
-            TypeError, NotImplementedError, OverflowError) as e:
-        raise errors.DicomReadError(
-            f"{name}: is not a readable DICOM file ({type(e).__name__}); it "
-            "may be truncated or corrupt, re-export or remove it."
-        ) from None
-    truncated = any("end of file" in str(w.message).lower() for w in caught)
-    if truncated or len(ds) == 0:
-        raise errors.DicomReadError(
-            f"{name}: the file ends in the middle of a DICOM element, so it "
-            "is truncated; re-export or remove it."
-        )
-    _fill_transfer_syntax(ds)
+        except (struct.error, EOFError):
+            # A file cut inside an element's tag, VR or length field.
+            raise errors.DicomReadError(truncated) from None
+        except OSError as e:
+            raise errors.DicomReadError(
+                f"{name}: cannot be read ({e.strerror}); check the file and its permissions."
+            ) from None
+        except MemoryError:
+            raise
+        except Exception as e:  # pydicom raises many types on a corrupt header
+            raise errors.DicomReadError(
+                f"{name}: is not a readable DICOM file ({type(e).__name__}); it "
+                "may be truncated or corrupt, re-export or remove it."
+            ) from None
+        # pydicom reports a file cut inside an element only as a warning.
+        if guard.saw("end of file") or (len(ds) == 0 and specific_tags is None):
+            raise errors.DicomReadError(truncated)
+        if getattr(ds, "file_meta", None) is not None:
+            _convert_all(ds.file_meta, guard, essential=True)
+        _convert_all(ds, guard)
+        _fill_transfer_syntax(ds)
     return ds
 
 
@@ -224,26 +471,50 @@ def _fast_native(ds, path):
     return arr
 
 
-def decode_pixels(ds, path):
+def decode_pixels(ds, path, notes=None):
     """Returns the stored pixel values of ``ds`` as a NumPy array.
 
     Compressed transfer syntaxes are decoded by whichever pydicom plugin is
     installed (python-gdcm, pylibjpeg-openjpeg, pylibjpeg-libjpeg; RLE is
     built in). Multi-frame data comes back as [frames, rows, cols(, 3)].
+    A Transfer Syntax UID that is no standard one (a vendor-private UID such
+    as GE's 1.2.840.113619.5.2) is read as Explicit VR Little Endian, with a
+    warning, when the pixel data has exactly the uncompressed size; else the
+    file is refused. Runs in :func:`pydicom_guard`.
+
+    Args:
+        ds: a data set from :func:`read_dataset`.
+        path: its file, named in every message.
+        notes: a list collecting the guard's summary instead of a warning.
 
     Raises:
-        DicomReadError: no pixel data, truncated data, or no decoder.
+        DicomReadError: no pixel data, missing image tags, truncated data,
+            an unknown transfer syntax over compressed data, no installed
+            decoder, or a corrupt codestream the installed decoders reject.
     """
-    if "PixelData" not in ds:
-        raise errors.DicomReadError(
-            f"{path}: has no pixel data (it is not an image); remove it from "
-            "the folder or point to the image files."
-        )
+    with pydicom_guard(path, what="its pixel data", notes=notes):
+        if "PixelData" not in ds:
+            raise errors.DicomReadError(
+                f"{path}: has no pixel data (it is not an image); remove it from "
+                "the folder or point to the image files."
+            )
+        missing = [k for k in ("Rows", "Columns", "BitsAllocated") if ds.get(k) in (None, "")]
+        if missing:
+            raise errors.DicomReadError(
+                f"{path}: lacks {' and '.join(missing)}, so its pixel data cannot be interpreted; the "
+                "file is damaged, re-export or remove it."
+            )
+        ts = transfer_syntax(ds)
+        if not ts.is_transfer_syntax:
+            return _decode_unknown_syntax(ds, path, ts)
+        return _decode(ds, path, ts)
+
+
+def _decode(ds, path, ts):
     fast = _fast_native(ds, path)
     if fast is not None:
         return fast
-    ts = transfer_syntax(ds)
-    if not ts.is_compressed and "BitsAllocated" in ds and "Rows" in ds:
+    if not ts.is_compressed:
         expected = _expected_native_bytes(ds)
         if len(ds.PixelData) < expected:
             raise errors.DicomReadError(
@@ -253,24 +524,60 @@ def decode_pixels(ds, path):
             )
     try:
         return ds.pixel_array
-    except (RuntimeError, NotImplementedError) as e:
-        message = str(e)
-        if "Unable to decode" in message or "plugin" in message or "handler" in message:
-            name = getattr(ts, "name", str(ts))
-            raise errors.DicomReadError(
-                f"{path}: its pixel data is compressed as {name} and no "
-                f"installed decoder can read it; {_INSTALL_HINT}."
-            ) from None
+    except (RuntimeError, NotImplementedError, ValueError, EOFError, AttributeError, KeyError,
+            TypeError, IndexError, struct.error) as e:
+        raise _decode_error(path, ts, e) from None
+
+
+def _decode_error(path, ts, exc):
+    """The error for pixel data pydicom could not decode: corrupt, or no decoder."""
+    name = getattr(ts, "name", str(ts))
+    try:
+        decoder = pydicom.pixels.get_decoder(ts)
+    except NotImplementedError:
+        decoder = None
+    if ts.is_compressed and (decoder is None or not decoder.is_available):
+        return errors.DicomReadError(
+            f"{path}: its pixel data is compressed as {name} and no "
+            f"installed decoder can read it; {_INSTALL_HINT}."
+        )
+    if ts.is_compressed:
+        plugins = ", ".join(decoder.available_plugins)
+        return errors.DicomReadError(
+            f"{path}: its {name} pixel data is corrupt: every installed decoder ({plugins}) "
+            f"fails on it ({type(exc).__name__}); re-export or remove the file."
+        )
+    return errors.DicomReadError(
+        f"{path}: pixel data cannot be decoded ({type(exc).__name__}); the file may be "
+        "truncated or corrupt, re-export or remove it."
+    )
+
+
+def _decode_unknown_syntax(ds, path, ts):
+    """Pixels of a file whose Transfer Syntax UID is no standard one."""
+    uid = str(ts)
+    shown = uid if _UID_SYNTAX.match(uid) and len(uid) <= 64 else "(not a valid UID)"
+    raw = ds.PixelData
+    expected = _expected_native_bytes(ds)
+    encapsulated = ds["PixelData"].is_undefined_length or bytes(raw[:4]) == b"\xfe\xff\x00\xe0"
+    if encapsulated or len(raw) not in (expected, expected + 1):
         raise errors.DicomReadError(
-            f"{path}: pixel data cannot be decoded ({message.splitlines()[0]}); "
-            "the file may be corrupt, re-export or remove it."
-        ) from None
-    except (ValueError, EOFError, AttributeError, KeyError, TypeError) as e:
-        raise errors.DicomReadError(
-            f"{path}: pixel data cannot be decoded ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); the file may be "
-            "truncated or corrupt, re-export or remove it."
-        ) from None
+            f"{path}: its Transfer Syntax UID {shown} is not a standard DICOM one and its pixel data "
+            f"is not uncompressed ({len(raw)} bytes, {expected} expected); convert the file to a "
+            "standard transfer syntax with the vendor's software (or dcmconv, gdcmconv)."
+        )
+    warn_outside(
+        f"{path}: its Transfer Syntax UID {shown} is not a standard DICOM one (a vendor-private "
+        "syntax?); its pixel data has exactly the uncompressed size, so it is read as Explicit VR "
+        "Little Endian."
+    )
+    meta = ds.file_meta
+    original = meta["TransferSyntaxUID"]
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    try:
+        return _decode(ds, path, meta.TransferSyntaxUID)
+    finally:
+        meta["TransferSyntaxUID"] = original
 
 
 def padding_mask(stored, header):

@@ -256,6 +256,14 @@ def _read_dicom(name, frame):
         ds = dicom_files.read_dataset(name)
     except errors.DicomReadError as e:
         raise errors.ImageReadError(str(e)) from None
+    # pydicom's display helpers (LUTs, windowing, colour) run here too: the
+    # guard keeps their warnings' values in, and turns whatever a damaged
+    # header makes them raise into an ImageReadError naming the file.
+    with dicom_files.pydicom_guard(name, error=errors.ImageReadError, what="its image"):
+        return _dicom_to_display(ds, name, frame)
+
+
+def _dicom_to_display(ds, name, frame):
     _check_has_pixels(ds, name)
     n_frames = _number_of_frames(ds, name)
     if n_frames > 1 and frame is None:

@@ -106,14 +106,14 @@ def test_several_series_takes_largest_axial_and_ignores_localizer(tmp_path, smal
     main_uid = pydicom.dcmread(next(p for p in (tmp_path / "s").iterdir() if not p.name.startswith(("b", "scout")))).SeriesInstanceUID
     _edit(scout[0], ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
           ImageOrientationPatient=[1, 0, 0, 0, 0, -1], SeriesInstanceUID=main_uid)
-    with pytest.warns(UserWarning, match=r"holds 2 series.*skipping series \.\.\.\w+ \(5 images\)"):
+    with pytest.warns(UserWarning, match=r"holds 2 series.*skipping series \.\.\.\w+ \(5 CT images\)"):
         ct = read_ct_series(str(tmp_path / "s"))
     assert ct.hu.shape[0] == hu.shape[0]
     small_uid = pydicom.dcmread(small[0]).SeriesInstanceUID
     with pytest.warns(UserWarning):
         picked = read_ct_series(str(tmp_path / "s"), series_uid=small_uid)
     assert picked.hu.shape[0] == 5
-    with pytest.raises(errors.ConfigurationError, match=r"no series with the SeriesInstanceUID given; the series there are: series \.\.\."):
+    with pytest.raises(errors.ConfigurationError, match=r"no series with series_uid=\.\.\.1\.2\.3; the series there are: series \.\.\."):
         read_ct_series(str(tmp_path / "s"), series_uid="1.2.3")
 
 
