@@ -2,6 +2,7 @@
 
     python -m covid_keras.predict path/to/series_folder --model saved_models/multiscale_resnet50/1
     python -m covid_keras.predict chest.png --model saved_models/xray_cnn
+    python -m covid_keras.predict study_folder --model ... --series-uid ...12345678
 
 Prints one JSON object: {"probabilities": {class: p}, "predicted_class",
 "slices", "model", "model_version", "kind", "aggregation", "input",
@@ -10,6 +11,8 @@ model's training data was (the export's assets.extra/covid_keras.json says
 how). A slice classifier's answer for a study is the mean of its slice
 probabilities; a patient pipeline answers for the patient directly.
 --model may be a version folder or a model folder (its latest version).
+A folder holding several series is read as its largest axial CT series (with
+a warning listing the others); --series-uid picks another.
 Bad input is one sentence on stderr and exit status 2.
 """
 
@@ -29,6 +32,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", required=True,
                         help="exported model: saved_models/<name>/<version> (or saved_models/<name>)")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call (slice classifiers)")
+    parser.add_argument("--series-uid", default=None,
+                        help="the series to read from a study folder holding several: its SeriesInstanceUID, "
+                             "the end of it as the warning lists it (...12345678), or its se- id")
     parser.add_argument("--no-lung-check", action="store_true",
                         help="predict a CT series even when no lungs are found (by default a head or abdomen "
                              "series is refused)")
@@ -46,7 +52,7 @@ def main(argv=None):
     from covid_keras.serving.predict import predict_study
 
     result = predict_study(args.path, args.model, batch_size=args.batch_size, timings=args.timings,
-                           check_lungs=not args.no_lung_check)
+                           check_lungs=not args.no_lung_check, series_uid=args.series_uid)
     print(json.dumps(result))
     return 0
 

@@ -13,6 +13,7 @@ series in a folder together).
 
 import dataclasses
 import os
+import re
 import warnings
 from collections import defaultdict
 
@@ -320,13 +321,16 @@ def _is_axial(frames):
 
 def _short(uid):
     """A UID as messages show it: its last 8 characters (never the whole UID)."""
+    if not re.fullmatch(r"[0-9.]+", uid):
+        return "(damaged UID)" if uid != "unknown" else "(no SeriesInstanceUID)"
     return f"...{uid[-8:]}"
 
 
 def _describe(uid, frames):
     if not frames:
         return f"series {_short(uid)} (localizers only)"
-    return f"series {_short(uid)} ({len(frames)} {_modality(frames) or 'unset-modality'} images)"
+    modality = dicom_files.code_string(_modality(frames)) or "unset-modality"
+    return f"series {_short(uid)} ({len(frames)} {modality} images)"
 
 
 def _match_series(folder, groups, candidates, series_uid):
@@ -345,11 +349,11 @@ def _match_series(folder, groups, candidates, series_uid):
     listing = ", ".join(_describe(uid, candidates.get(uid, [])) for uid in sorted(groups))
     if matches:
         raise errors.ConfigurationError(
-            f"{folder}: {len(matches)} series end in series_uid={_short(wanted)}; give more of "
+            f"{folder}: {len(matches)} series end in series_uid=...{wanted[-8:]}; give more of "
             f"the SeriesInstanceUID (the series there are: {listing})."
         )
     raise errors.ConfigurationError(
-        f"{folder}: holds no series with series_uid={_short(wanted)}; the series there "
+        f"{folder}: holds no series with series_uid=...{wanted[-8:]}; the series there "
         f"are: {listing}."
     )
 
@@ -403,7 +407,8 @@ def _check_modality(folder, frames, modalities):
     bad = sorted(found - allowed)
     if bad:
         raise errors.ModalityError(
-            f"{folder}: the series has modality {', '.join(m or 'unset' for m in bad)}, "
+            f"{folder}: the series has modality "
+            f"{', '.join(dicom_files.code_string(m) or 'unset' for m in bad)}, "
             f"not {'/'.join(sorted(allowed))}; point to a CT series or pass "
             "modalities=None to read it anyway."
         )
@@ -437,7 +442,8 @@ def _check_geometry(folder, frames):
     spacings = {tuple(np.round(f.pixel_spacing, 4)) for f in frames}
     if len(spacings) > 1:
         raise errors.SeriesGeometryError(
-            f"{folder}: slices have different PixelSpacing ({sorted(spacings)}); "
+            f"{folder}: slices have different PixelSpacing "
+            f"({', '.join(f'{dy:g} x {dx:g} mm' for dy, dx in sorted(spacings))}); "
             "the folder mixes images that do not form one volume, separate them."
         )
     ref = frames[0].orientation

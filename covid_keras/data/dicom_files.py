@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 import pydicom
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.uid import UID
 
 from covid_keras import errors
@@ -87,6 +87,20 @@ _ESSENTIAL_TAGS = frozenset(
     }
 )
 
+# Outside the groups above, the elements the readers (and dataset adapters)
+# use: converted, and checked, when the file is read. The others (names,
+# dates, private groups) are never converted, so never read at all.
+_READ_TAGS = frozenset(
+    tag_for_keyword(keyword)
+    for keyword in (
+        "SpecificCharacterSet", "ImageType", "SOPClassUID", "Modality", "Manufacturer",
+        "ManufacturerModelName", "PatientID", "PatientAge", "PatientSex", "BodyPartExamined",
+        "SliceThickness", "KVP", "GantryDetectorTilt", "ConvolutionKernel", "PatientPosition",
+        "StudyInstanceUID", "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
+        "SliceLocation",
+    )
+) | _ESSENTIAL_TAGS
+
 # Text value representations, and the control characters each may hold. A
 # text value with any other control character (NUL inside it, the bytes of
 # a tag) has swallowed its neighbours: its length field is damaged.
@@ -101,6 +115,7 @@ _CONTROL_LONG = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 # message that may be repeated, since the rest can quote tag values.
 _TAG_IN_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),\s?([0-9A-Fa-f]{4})\)")
 _UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{0,16}$")
 
 _PYDICOM_DIR = os.path.dirname(os.path.abspath(pydicom.__file__))
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +129,17 @@ def warn_outside(message, category=UserWarning):
     ):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def code_string(value):
+    """A code string (Modality, PhotometricInterpretation) fit for a message.
+
+    The value itself when it is a well-formed CS (capitals, digits, space,
+    underscore; 16 characters at most), else ``"(damaged value)"``: a
+    damaged element's bytes are never repeated.
+    """
+    text = str(value or "").strip()
+    return text if _CODE_STRING.match(text) else "(damaged value)"
 
 
 def describe_tag(tag):
@@ -249,18 +275,22 @@ def _garbled(elem):
 
 
 def _convert_all(ds, guard, essential=False):
-    """Converts every element of ``ds`` (and its sequences) now, in the guard.
+    """Converts the elements the readers use now, in the guard.
 
-    A damaged element (unknown VR, bad length, unparsable number, text that
-    swallowed its neighbours) refuses the file when it is essential
-    (:data:`_ESSENTIAL_TAGS`, :data:`_ESSENTIAL_GROUPS`, or inside an
-    essential sequence), else it is removed and reported by the guard.
-    Pixel data is left for :func:`decode_pixels`.
+    That is every element of the groups in :data:`_ESSENTIAL_GROUPS` (with
+    their sequences' items), and :data:`_READ_TAGS`; pixel data is left for
+    :func:`decode_pixels`, the rest is never converted. A damaged element
+    (unknown VR, bad length, unparsable number, text that swallowed its
+    neighbours) refuses the file when it is essential (those groups,
+    :data:`_ESSENTIAL_TAGS`, or inside an essential sequence), else it is
+    removed and reported by the guard.
     """
     for tag in list(ds.keys()):
         if tag in PIXEL_DATA_TAGS:
             continue
         must = essential or tag.group in _ESSENTIAL_GROUPS or tag in _ESSENTIAL_TAGS
+        if not must and tag not in _READ_TAGS:
+            continue
         try:
             elem = ds[tag]
             damaged = _garbled(elem)

@@ -315,7 +315,7 @@ def _dicom_to_display(ds, name, frame):
     if photometric in ("MONOCHROME1", "MONOCHROME2", ""):
         return _monochrome_to_display(stored, header, name)
     raise errors.ImageReadError(
-        f"{name}: has photometric interpretation {photometric!r}, which is not "
+        f"{name}: has photometric interpretation {dicom_files.code_string(photometric)!r}, which is not "
         "a grey, RGB, YBR or palette image; re-export it as MONOCHROME2."
     )
 

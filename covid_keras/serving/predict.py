@@ -101,8 +101,27 @@ def _channels(grey, channels):
     return np.repeat(grey[..., None], channels, axis=-1)
 
 
-def _read_and_preprocess(path, model, seconds, check_lungs=True):
-    """Returns (inputs float32 [n, H, W, C], what, patient_id)."""
+def _naming(path, error):
+    """``error`` again, its message starting with ``path`` when it did not name it."""
+    message = str(error)
+    if path in message:
+        return error
+    return type(error)(f"{path}: {message[:1].lower()}{message[1:]}")
+
+
+def _read_and_preprocess(path, model, seconds, check_lungs=True, series_uid=None):
+    """Returns (inputs float32 [n, H, W, C], what, patient_id).
+
+    Every error names ``path``: the preprocessing steps see only the study
+    (``series se-... of patient pt-...``), so their errors get it prefixed.
+    """
+    try:
+        return _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid)
+    except errors.CovidKerasError as e:
+        raise _naming(path, e) from None
+
+
+def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
     from covid_keras import data, preprocess
 
     prep = model.preprocessing
@@ -122,7 +141,7 @@ def _read_and_preprocess(path, model, seconds, check_lungs=True):
                 "X-ray images; pass an image file."
             )
         start = time.perf_counter()
-        ct = data.read_ct_series(path)
+        ct = data.read_ct_series(path, series_uid=series_uid)
         seconds["read"] = time.perf_counter() - start
         start = time.perf_counter()
         if check_lungs:
@@ -137,6 +156,11 @@ def _read_and_preprocess(path, model, seconds, check_lungs=True):
         inputs = _channels(slices, channels)
         seconds["preprocess"] = time.perf_counter() - start
         return inputs, "ct_series", ct.patient_id
+    if series_uid is not None:
+        raise errors.ConfigurationError(
+            f"{path}: is an image file, but a series UID was given; --series-uid / series_uid= "
+            "chooses a series of a CT study folder, leave it unset for an image."
+        )
     start = time.perf_counter()
     img = data.read_xray(path)
     seconds["read"] = time.perf_counter() - start
@@ -150,7 +174,7 @@ def _read_and_preprocess(path, model, seconds, check_lungs=True):
     return inputs, "image", None
 
 
-def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True):
+def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True, series_uid=None):
     """Classifies one study (a DICOM series folder) or one image with an exported model.
 
     Args:
@@ -163,6 +187,9 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
             ``model`` and ``total`` wall-clock seconds.
         check_lungs: refuse a CT series without lungs (a head or abdomen
             CT) with :class:`NoLungError` before the model answers for it.
+        series_uid: the series to read from a study folder holding several
+            (see :func:`covid_keras.data.read_ct_series`); by default the
+            largest axial CT series.
 
     Returns:
         A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
@@ -177,8 +204,11 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         ImageReadError, PreprocessingError: the study cannot be read or
             preprocessed (each one sentence naming the path).
         NoLungError: the CT series shows no lungs (``check_lungs``).
-        ConfigurationError: a folder given to an X-ray model, or a bad
-            ``batch_size``.
+        ConfigurationError: a folder given to an X-ray model, a bad
+            ``batch_size``, a ``series_uid`` the folder does not hold, or one
+            given with an image file.
+
+        Every error's message names ``path``.
 
     Example:
         >>> predict_study("study_dir", "saved_models/multiscale_resnet50/1")   # doctest: +SKIP
@@ -191,7 +221,7 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
     path = os.fspath(path)
     start = time.perf_counter()
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
-    inputs, what, patient_id = _read_and_preprocess(path, model, seconds, check_lungs)
+    inputs, what, patient_id = _read_and_preprocess(path, model, seconds, check_lungs, series_uid)
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
     seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
     start = time.perf_counter()

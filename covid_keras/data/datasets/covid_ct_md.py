@@ -1,6 +1,7 @@
 """COVID-CT-MD: one record per patient CT series, with slice labels."""
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -114,27 +115,42 @@ def _dicom_files(folder):
 
 
 def _slice_location(path):
-    """SliceLocation of a DICOM file, falling back to ImagePositionPatient z."""
-    import pydicom  # imported here: only the "location" order needs it
+    """SliceLocation of a DICOM file, falling back to ImagePositionPatient z.
+
+    Read through the package's DICOM guard (:func:`covid_keras.data.
+    dicom_files.read_dataset`): no warning or error carries a tag's value.
+    """
+    from covid_keras.data import dicom_files
 
     try:
-        ds = pydicom.dcmread(
-            path, stop_before_pixels=True, force=True,
-            specific_tags=["SliceLocation", "ImagePositionPatient"],
+        ds = dicom_files.read_dataset(
+            path, stop_before_pixels=True, specific_tags=["SliceLocation", "ImagePositionPatient"],
         )
-    except Exception as exc:  # pydicom raises many types on a corrupt header
+    except errors.DicomReadError:
         raise errors.DatasetLayoutError(
-            f"{path}: header unreadable ({type(exc).__name__}); re-download the file "
+            f"{path}: header unreadable (truncated or corrupt); re-download the file "
             "or use slice_order='name'."
-        ) from exc
-    if "SliceLocation" in ds and ds.SliceLocation not in (None, ""):
-        return float(ds.SliceLocation)
-    if "ImagePositionPatient" in ds and ds.ImagePositionPatient:
-        return float(ds.ImagePositionPatient[2])
+        ) from None
+    location = _first_number(ds.get("SliceLocation"))
+    if location is None:
+        position = ds.get("ImagePositionPatient")
+        location = _first_number(position[2:3] if position and len(position) == 3 else None)
+    if location is not None:
+        return location
     raise errors.DatasetLayoutError(
         f"{path}: no SliceLocation or ImagePositionPatient to sort by; "
         "use slice_order='name' for this dataset."
     )
+
+
+def _first_number(value):
+    """The first value of a DS element as a float, or None (absent, empty, damaged)."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # a MultiValue
+        value = value[0] if len(value) else None
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ordered_slices(folder, slice_order):
@@ -149,16 +165,13 @@ def _dicom_demographics(folder, names):
     """(age, sex) from the first slice's header, or (None, None)."""
     if not names:
         return None, None
-    import pydicom  # imported here: only read_dicom_demographics needs it
+    from covid_keras.data import dicom_files
 
     try:
-        ds = pydicom.dcmread(
-            os.path.join(folder, names[0]),
-            stop_before_pixels=True,
-            force=True,
-            specific_tags=["PatientAge", "PatientSex"],
+        ds = dicom_files.read_dataset(
+            os.path.join(folder, names[0]), stop_before_pixels=True, specific_tags=["PatientAge", "PatientSex"],
         )
-    except Exception:  # a broken header is reported by the series reader later
+    except errors.DicomReadError:  # a broken header is reported by the series reader later
         return None, None
     return parse_age(ds.get("PatientAge", "")), parse_sex(ds.get("PatientSex", ""))
 
