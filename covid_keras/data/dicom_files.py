@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 import pydicom
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.uid import UID
 
 from covid_keras import errors
@@ -108,6 +108,7 @@ _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
 _LONG_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_BINARY_VRS = frozenset({"AT", "FD", "FL", "OB", "OD", "OF", "OL", "OV", "OW", "SL", "SS", "SV", "UL", "US", "UV"})
 _CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
 _CONTROL_LONG = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 
@@ -261,17 +262,41 @@ def pydicom_guard(path, *, error=errors.DicomReadError, what="the file", notes=N
 
 
 def _garbled(elem):
-    """True when a text element holds control characters: its length is damaged."""
+    """True when a text element holds control characters (its length is
+    damaged: it swallowed its neighbours) or a number is no number."""
     vr = str(elem.VR)
     if vr not in _TEXT_VRS or elem.value is None:
         return False
     pattern = _CONTROL_LONG if vr in _LONG_TEXT_VRS else _CONTROL
     values = elem.value if isinstance(elem.value, (list, tuple, pydicom.multival.MultiValue)) else [elem.value]
     for value in values:
+        if vr in ("DS", "IS") and isinstance(value, str) and value.strip():
+            return True  # pydicom kept a number it could not parse as text
         text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
         if pattern.search(text.rstrip("\x00 ")):
             return True
     return False
+
+
+def _vr_class(vr):
+    if vr == "SQ":
+        return "sequence"
+    if vr in ("DS", "IS"):
+        return "number"
+    return "text" if vr in _TEXT_VRS else "binary" if vr in _BINARY_VRS else None
+
+
+def _wrong_vr(elem):
+    """True when an element's VR is of another kind than the standard's (a
+    text VR on Rows, a binary one on RescaleIntercept): its VR bytes are
+    damaged. UN and unknown tags are never wrong."""
+    try:
+        standard = dictionary_VR(elem.tag)
+    except KeyError:
+        return False
+    actual = _vr_class(str(elem.VR))
+    allowed = {_vr_class(vr.strip()) for vr in standard.split(" or ")}
+    return actual is not None and None not in allowed and actual not in allowed
 
 
 def _convert_all(ds, guard, essential=False):
@@ -281,7 +306,8 @@ def _convert_all(ds, guard, essential=False):
     their sequences' items), and :data:`_READ_TAGS`; pixel data is left for
     :func:`decode_pixels`, the rest is never converted. A damaged element
     (unknown VR, bad length, unparsable number, text that swallowed its
-    neighbours) refuses the file when it is essential (those groups,
+    neighbours, an essential element whose VR is of the wrong kind) refuses
+    the file when it is essential (those groups,
     :data:`_ESSENTIAL_TAGS`, or inside an essential sequence), else it is
     removed and reported by the guard.
     """
@@ -293,7 +319,7 @@ def _convert_all(ds, guard, essential=False):
             continue
         try:
             elem = ds[tag]
-            damaged = _garbled(elem)
+            damaged = _garbled(elem) or (must and _wrong_vr(elem))
             if not damaged and elem.VR == "SQ":
                 for item in elem.value:
                     _convert_all(item, guard, must)
@@ -501,6 +527,10 @@ def _fast_native(ds, path):
     return arr
 
 
+# Type 1 attributes of the Image Pixel module that decoding and display need.
+_PIXEL_MODULE_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation")
+
+
 def decode_pixels(ds, path, notes=None):
     """Returns the stored pixel values of ``ds`` as a NumPy array.
 
@@ -528,7 +558,7 @@ def decode_pixels(ds, path, notes=None):
                 f"{path}: has no pixel data (it is not an image); remove it from "
                 "the folder or point to the image files."
             )
-        missing = [k for k in ("Rows", "Columns", "BitsAllocated") if ds.get(k) in (None, "")]
+        missing = [k for k in _PIXEL_MODULE_TAGS if ds.get(k) in (None, "")]
         if missing:
             raise errors.DicomReadError(
                 f"{path}: lacks {' and '.join(missing)}, so its pixel data cannot be interpreted; the "

@@ -433,7 +433,7 @@ def _apply_window(values, header, name):
         # The window's output range, as pydicom defines it for this data set.
         with np.errstate(over="ignore"):
             low, high = apply_windowing(np.array([-np.inf, np.inf]), header, index=0)
-    except (ValueError, TypeError, IndexError) as e:
+    except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as e:
         warnings.warn(
             f"{name}: its window (Window Center/Width) cannot be applied "
             f"({e}); showing the image's own min-max instead.",
