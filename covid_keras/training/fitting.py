@@ -7,6 +7,12 @@ keeps the best validation accuracy (its threshold restored from the log
 when resuming), loads those best weights at the end and records them as the
 finished stage. A finished stage is skipped on the next run: its best
 weights are loaded instead.
+
+A resumed stage repeats the uninterrupted one exactly (same seed, op
+determinism): Keras' backup holds the weights, the optimizer and the epoch,
+and :class:`ResumeState` adds what it leaves out, the state of the model's
+random-number generators (Dropout, augmentation layers) and how many epoch
+orders a reshuffling ``tf.data`` pipeline has drawn.
 """
 
 import dataclasses
@@ -60,6 +66,71 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+class ResumeState(keras.callbacks.Callback):
+    """What Keras' BackupAndRestore leaves out, so that a resumed stage repeats the uninterrupted one.
+
+    At the end of every epoch it writes the state of the model's
+    ``SeedGenerator`` objects (the ``model.variables`` that are not
+    ``model.weights``: Dropout, augmentation layers) to ``path``. When fit
+    starts at epoch k > 0 (BackupAndRestore restored epoch k), it loads the
+    state saved after epoch k - 1 and draws k epoch orders from
+    ``train_ds`` before Keras iterates it: each new iterator of a seeded
+    ``Dataset.shuffle(..., reshuffle_each_iteration=True)`` takes the next
+    order, so epoch k sees the order it would have seen. The first of those
+    passes is read to the end, so that an in-memory ``cache()`` is filled in
+    the order the first epoch filled it; the others only start an iterator.
+    Put it after BackupAndRestore in the callback list.
+    """
+
+    def __init__(self, path, train_ds=None):
+        super().__init__()
+        self.path = path
+        self.train_ds = train_ds
+        self._started = False
+
+    def _states(self):
+        weights = {id(w) for w in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started:
+            return
+        self._started = True
+        if epoch == 0:
+            return
+        states = self._states()
+        saved = {}
+        if os.path.exists(self.path):
+            with np.load(self.path) as f:
+                saved = {k: f[k] for k in f.files}
+        if int(saved.get("epoch", -1)) != epoch - 1 or len(saved) != len(states) + 1:
+            warnings.warn(
+                f"{self.path}: holds no random-generator state of the epoch the backup resumes from; "
+                "the stage resumes, but will not repeat an uninterrupted run exactly.",
+                stacklevel=2,
+            )
+        else:
+            for i, v in enumerate(states):
+                v.assign(saved[f"state_{i}"])
+        import tensorflow as tf
+
+        if isinstance(self.train_ds, tf.data.Dataset):
+            for _ in self.train_ds:  # epoch 0's order, read through: fills a cache() as epoch 0 did
+                pass
+            for _ in range(epoch - 1):
+                iter(self.train_ds)
+
+    def on_epoch_end(self, epoch, logs=None):
+        arrays = {f"state_{i}": np.asarray(v.numpy()) for i, v in enumerate(self._states())}
+        tmp = f"{self.path}.tmp.npz"
+        np.savez(tmp, epoch=epoch, **arrays)
+        os.replace(tmp, self.path)
+
+    def on_train_end(self, logs=None):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
 def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, class_weight=None,
               extra_callbacks=(), verbose=1, log=print, previous=None):
     """Trains one stage (or loads it when already finished).
@@ -104,6 +175,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     callbacks = [
         keras.callbacks.BackupAndRestore(run.file("checkpoints", name, "backup"), save_freq="epoch",
                                          delete_checkpoint=True),
+        ResumeState(run.file("checkpoints", name, "random_state.npz"), train_ds),
         checkpoint,
         keras.callbacks.CSVLogger(run.file("logs", f"{name}.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run.path, "tensorboard", name), write_graph=False),
@@ -112,8 +184,9 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     ]
     if resumed_best is not None:
         log(f"[{name}] resuming (best val_accuracy so far {resumed_best:.4f}).")
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,
-              callbacks=callbacks, verbose=verbose)
+    fit_data, steps = _one_iterator(train_ds)
+    model.fit(fit_data, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, class_weight=class_weight,
+              shuffle=False, callbacks=callbacks, verbose=verbose)
     if os.path.exists(best_file):
         _load_model_weights(model, best_file)
         shutil.copyfile(best_file, weights_path)
@@ -131,6 +204,24 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
                 "learning_rate": learning_rate, "epochs": epochs})
     log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
+
+
+def _one_iterator(train_ds):
+    """``(data for fit, steps_per_epoch)``: a finite ``tf.data`` set repeated, one epoch per pass.
+
+    Keras iterates a repeated dataset with ``steps_per_epoch`` through one
+    iterator for the whole fit; each pass then starts one new iterator of
+    ``train_ds``, so epoch e of a stage has the e-th order of a reshuffling
+    dataset however often Keras itself restarts iterators (:class:`ResumeState`
+    counts on it). Other inputs go to fit unchanged.
+    """
+    import tensorflow as tf
+
+    if isinstance(train_ds, tf.data.Dataset):
+        steps = int(train_ds.cardinality())
+        if steps > 0:
+            return train_ds.repeat(), steps
+    return train_ds, None
 
 
 def _load_model_weights(model, path):

@@ -61,6 +61,112 @@ def test_interrupted_stage_resumes_from_the_next_epoch(tmp_path):
     assert again.skipped and again.best_val_accuracy == result.best_val_accuracy
 
 
+@pytest.fixture(scope="module")
+def slice_cache(tmp_path_factory):
+    """A small ct_slices cache of written phantoms (16 x 16 slices)."""
+    from covid_keras.data import synthetic
+    from covid_keras.data.datasets import covid_ct_md
+    from covid_keras.preprocess.cache import build_cache
+    from covid_keras.preprocess.pipelines import PipelineOptions
+
+    root = tmp_path_factory.mktemp("resume")
+    config = synthetic.CTPhantomConfig(patients_per_class=2, size=48, min_slices=8, max_slices=10, seed=4)
+    synthetic.write_ct_dataset(str(root / "data"), config)
+    build_cache(covid_ct_md(str(root / "data")), str(root / "cache"), PipelineOptions("ct_slices", size=16),
+                workers=1, progress=False)
+    return str(root / "cache")
+
+
+class LastEpochWeights(keras.callbacks.Callback):
+    """The model's weights at the end of each epoch this process trained."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = [w.copy() for w in self.model.get_weights()]
+
+
+def _stage_with_randomness(cache, run_dir, crash_after=None):
+    """A seeded stage as train.slice_level runs one: shuffled slices, augmentation, Dropout, class weights.
+
+    Everything is built anew after seeding, as a new process would.
+    """
+    from covid_keras.augment import RandomAffine
+    from covid_keras.training.fitting import seed_everything
+
+    seed_everything(0)
+    rows, classes = pipelines.manifest_rows(cache)
+    selection = pipelines.select_slices(rows, {r.patient_id for r in rows}, classes)
+    train = pipelines.slice_dataset(cache, selection, training=True, batch_size=4, seed=3)
+    val = pipelines.slice_dataset(cache, selection, training=False, batch_size=4)
+    inputs = keras.Input((16, 16, 3))
+    x = RandomAffine(translation=2.0, seed=1)(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+    x = keras.layers.Dropout(0.5)(keras.layers.Dense(8, activation="relu", name="features")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probabilities")(x))
+    labels = np.fromiter(selection.values(), dtype=int)
+    last = LastEpochWeights()
+    extra = [last] + ([CrashAfterEpoch(crash_after)] if crash_after is not None else [])
+    run = RunFolder.open(run_dir, {"resume": 1})
+    fit_stage(model, run, "stage", train, val, learning_rate=1e-2, epochs=4, verbose=0, log=lambda m: None,
+              class_weight=balanced_class_weights(labels, len(classes)), extra_callbacks=extra)
+    return model, last, run
+
+
+def test_resumed_stage_repeats_the_uninterrupted_run(tmp_path, slice_cache):
+    """Crash after epoch 1 + resume == one uninterrupted run: same losses and the same weights, bit for bit.
+
+    The stage draws random numbers (shuffled, reshuffled slices; augmentation;
+    Dropout), so a resume that started from fresh weights, from other random
+    states or from another data order would differ.
+    """
+    model, last, run = _stage_with_randomness(slice_cache, tmp_path / "straight")
+    with pytest.raises(Crash):
+        _stage_with_randomness(slice_cache, tmp_path / "crashed", crash_after=1)
+    resumed_model, resumed_last, resumed_run = _stage_with_randomness(slice_cache, tmp_path / "crashed")
+    assert sorted(resumed_last.weights) == [2, 3]
+
+    def log(r):
+        with open(r.file("logs", "stage.csv")) as f:
+            return list(csv.DictReader(f))
+
+    straight = log(run)
+    assert len({row["loss"] for row in straight}) == 4  # it trained
+    assert log(resumed_run) == straight
+    for a, b in zip(last.weights[3], resumed_last.weights[3]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.get_weights(), resumed_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_stage_that_never_beats_the_stage_before_keeps_its_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    run = RunFolder.open(tmp_path / "run", {"previous": 1})
+    model = _tiny()
+    first = fit_stage(model, run, "first", _data(), _data(1), learning_rate=1e-2, epochs=5, verbose=0,
+                      log=lambda m: None)
+    kept = [w.copy() for w in model.get_weights()]
+
+    def flipped(seed):
+        return _data(seed).map(lambda x, y: (x, 1 - y))
+
+    # Trained on flipped labels: every epoch is worse on the true validation labels.
+    second = fit_stage(model, run, "second", flipped(0), _data(1), learning_rate=0.1, epochs=3, verbose=0,
+                       log=lambda m: None, previous=first)
+    with open(run.file("logs", "second.csv")) as f:
+        accuracies = [float(r["val_accuracy"]) for r in csv.DictReader(f)]
+    assert len(accuracies) == 3 and max(accuracies) < first.best_val_accuracy
+    assert second.best_val_accuracy == first.best_val_accuracy
+    for a, b in zip(model.get_weights(), kept):
+        np.testing.assert_array_equal(a, b)
+    reloaded = _tiny()
+    reloaded.load_weights(second.weights)
+    for a, b in zip(reloaded.get_weights(), kept):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_best_validation_weights_are_kept(tmp_path):
     run = RunFolder.open(tmp_path / "run", {"test": 2})
     model = _tiny()
