@@ -527,6 +527,13 @@ def _fast_native(ds, path):
     return arr
 
 
+# Decoder plugins in the order they are tried (others after them).
+_PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pillow", "rle", "gdcm")
+_JPEG2000_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+     "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+)
+
 # Type 1 attributes of the Image Pixel module that decoding and display need.
 _PIXEL_MODULE_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation")
 
@@ -570,6 +577,10 @@ def decode_pixels(ds, path, notes=None):
         return _decode(ds, path, ts)
 
 
+_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, EOFError, AttributeError, KeyError,
+                  TypeError, IndexError, struct.error)
+
+
 def _decode(ds, path, ts):
     fast = _fast_native(ds, path)
     if fast is not None:
@@ -582,34 +593,49 @@ def _decode(ds, path, ts):
                 f"{expected} bytes); the file is incomplete, re-export or "
                 "remove it."
             )
-    try:
-        return ds.pixel_array
-    except (RuntimeError, NotImplementedError, ValueError, EOFError, AttributeError, KeyError,
-            TypeError, IndexError, struct.error) as e:
-        raise _decode_error(path, ts, e) from None
-
-
-def _decode_error(path, ts, exc):
-    """The error for pixel data pydicom could not decode: corrupt, or no decoder."""
+        try:
+            return ds.pixel_array
+        except _DECODE_ERRORS as e:
+            raise errors.DicomReadError(
+                f"{path}: pixel data cannot be decoded ({type(e).__name__}); the file may be "
+                "truncated or corrupt, re-export or remove it."
+            ) from None
     name = getattr(ts, "name", str(ts))
     try:
-        decoder = pydicom.pixels.get_decoder(ts)
-    except NotImplementedError:
-        decoder = None
-    if ts.is_compressed and (decoder is None or not decoder.is_available):
-        return errors.DicomReadError(
+        plugins = list(pydicom.pixels.get_decoder(ts).available_plugins)
+    except (NotImplementedError, RuntimeError):  # no decoder for the syntax, or none installed
+        plugins = []
+    if not plugins:
+        raise errors.DicomReadError(
             f"{path}: its pixel data is compressed as {name} and no "
             f"installed decoder can read it; {_INSTALL_HINT}."
         )
-    if ts.is_compressed:
-        plugins = ", ".join(decoder.available_plugins)
-        return errors.DicomReadError(
-            f"{path}: its {name} pixel data is corrupt: every installed decoder ({plugins}) "
-            f"fails on it ({type(exc).__name__}); re-export or remove the file."
+    # Preferred decoders first, python-gdcm last; for JPEG 2000 not at all
+    # once another decoder rejected the codestream: on some corrupt JPEG
+    # 2000 codestreams it aborts the whole process (an uncaught C++
+    # exception) where pylibjpeg-openjpeg and Pillow raise.
+    order = sorted(plugins, key=lambda n: _PLUGIN_ORDER.index(n) if n in _PLUGIN_ORDER else len(_PLUGIN_ORDER))
+    if str(ts) in _JPEG2000_SYNTAXES and len(order) > 1:
+        order = [n for n in order if n != "gdcm"]
+    failures = []
+    for plugin in order:
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except _DECODE_ERRORS as e:
+            failures.append(str(e))  # looked at, never shown: it may quote data
+        finally:
+            ds.pixel_array_options()
+    if all("does not support" in text or "missing dependencies" in text for text in failures):
+        raise errors.DicomReadError(
+            f"{path}: its pixel data is compressed as {name} in a form none of the installed "
+            f"decoders ({', '.join(order)}) supports (12-bit JPEG needs pylibjpeg-libjpeg); convert "
+            "the file to an uncompressed transfer syntax (gdcmconv --raw, dcmdjpeg) or install a "
+            "decoder that reads it."
         )
-    return errors.DicomReadError(
-        f"{path}: pixel data cannot be decoded ({type(exc).__name__}); the file may be "
-        "truncated or corrupt, re-export or remove it."
+    raise errors.DicomReadError(
+        f"{path}: its {name} pixel data is corrupt: the installed decoders ({', '.join(order)}) "
+        "fail on it; re-export or remove the file."
     )
 
 
