@@ -371,3 +371,43 @@ def test_series_uid_that_matches_nothing_is_not_printed_whole(pet_ct):
                           "no series with series_uid=...", where=folder)
     assert wanted not in message and uid["CT"] not in message and uid["PT"] not in message
     assert "(6 CT images)" in message and "(9 PT images)" in message
+
+
+# --------------------------------------------------------------------------
+# The guard itself: what pydicom says inside it never comes out
+# --------------------------------------------------------------------------
+
+
+def test_guard_withholds_pydicom_warnings_logs_and_error_texts(tmp_path):
+    """Stands in for pydicom (whose own messages quote element bytes) inside
+    ``pydicom_guard``: our warning passes, pydicom's are summarised, log
+    records are dropped, an error keeps only its type; pydicom's validation
+    mode is off inside and restored after."""
+    import logging
+    import warnings
+
+    from covid_keras.data import dicom_files
+
+    name = str(tmp_path / "x.dcm")
+    mode = pydicom.config.settings.reading_validation_mode
+    with recorded() as texts:
+        with pytest.raises(errors.ImageReadError) as info:
+            with dicom_files.pydicom_guard(name, error=errors.ImageReadError, what="its header"):
+                assert pydicom.config.settings.reading_validation_mode == pydicom.config.IGNORE
+                warnings.warn(f"{name}: our own warning")
+                warnings.warn("Invalid value for VR PN: 'DOE^JANE' in (0010,0010)")
+                logging.getLogger("pydicom").warning("b'SECRET-ID-123'")
+                logging.getLogger("pydicom.pixels.decoders.base").error("19450203")
+                raise ValueError("could not convert 'DOE^JANE'")
+    assert pydicom.config.settings.reading_validation_mode == mode
+    texts.append(str(info.value))
+    assert not leaked(texts, name), texts
+    assert f"{name}: our own warning" in texts
+    assert str(info.value) == (f"{name}: its header cannot be read (ValueError); it is damaged or not "
+                               "standard DICOM, re-export or remove it.")
+    # Without an error, pydicom's warnings become one summary naming the tags.
+    with recorded() as texts:
+        with dicom_files.pydicom_guard(name):
+            warnings.warn("Invalid value for VR PN: 'DOE^JANE' in (0010,0010)")
+    assert not leaked(texts, name), texts
+    assert any(t.startswith(f"{name}: withheld 1 pydicom warning(s) about (0010,0010) PatientName") for t in texts)
