@@ -26,16 +26,19 @@ from covid_keras.training.fitting import (
     printer,
     seed_everything,
 )
+from covid_keras.models.ensemble import HEAD_ORDER
 from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
 
-#: The heads, in the ensemble's input order: (feature set, builder).
-HEADS = {
+_HEAD_KINDS = {
     "maxpool": ("A", "maxpool_head"),
     "maxpool_weighted": ("B", "maxpool_head"),
     "bilstm": ("A", "bilstm_head"),
     "bilstm_weighted": ("B", "bilstm_head"),
 }
+#: The heads, in the ensemble's input order, ``models.ensemble.HEAD_ORDER``
+#: (the one list the exporter uses too): (feature set, builder).
+HEADS = {name: _HEAD_KINDS[name] for name in HEAD_ORDER}
 
 
 @dataclasses.dataclass
@@ -176,10 +179,10 @@ def _items(studies, patients, kind):
 
 
 def _predict_heads(predictors, studies, batch_size):
-    """[n_studies, 4 * 3] concatenated head probabilities, in HEADS order (a :class:`Predictor` per head)."""
+    """[n_studies, 4 * 3] concatenated head probabilities, in HEAD_ORDER (``predictors``: name -> :class:`Predictor`)."""
     columns = []
-    for name, predictor in predictors.items():
-        kind = HEADS[name][0]
+    for name in HEAD_ORDER:
+        predictor, kind = predictors[name], HEADS[name][0]
         items = [(feature_set(f, p, kind), label) for _, _, label, f, p in studies]
         columns.append(predictor(sequence_dataset(items, training=False, batch_size=batch_size)))
     return np.concatenate(columns, axis=-1)
@@ -273,11 +276,12 @@ def train_ensemble(config, log=None):
     heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in HEADS}
     predictors = {name: Predictor(head) for name, head in heads.items()}
     studies = load_features(source["features"])
-    parts = {}
+    parts, keys = {}, {}
     for part in ("train", "val", "test"):
         chosen = [s for s in studies if s[1] in set(split[part])]
         if chosen:
             parts[part] = (_predict_heads(predictors, chosen, 64), np.array([s[2] for s in chosen]))
+            keys[part] = [(s[0], s[1]) for s in chosen]
     import tensorflow as tf
 
     def batches(part, training):
@@ -297,10 +301,15 @@ def train_ensemble(config, log=None):
               verbose=config.verbose, log=log)
     path = run.file("ensemble.keras")
     ensemble.save(path)
-    reports = {part: classification_report(y, ensemble.predict(x, verbose=0), classes)
-               for part, (x, y) in parts.items() if part != "train"}
+    probabilities = {part: ensemble.predict(x, verbose=0) for part, (x, _) in parts.items() if part != "train"}
+    reports = {part: classification_report(parts[part][1], p, classes) for part, p in probabilities.items()}
+    # Per study, the probabilities the reports rest on (pseudonymous ids only).
+    predictions = [{"part": part, "key": key, "patient_id": pid, "label": int(y), "probabilities": p.tolist()}
+                   for part, probs in probabilities.items()
+                   for (key, pid), y, p in zip(keys[part], parts[part][1], probs)]
+    write_json(run.file("predictions.json"), predictions)
     summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
-               "model": path, "reports": reports}
+               "model": path, "reports": reports, "predictions": run.file("predictions.json")}
     if config.export_dir:
         from covid_keras import serving
 

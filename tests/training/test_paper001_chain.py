@@ -1,5 +1,12 @@
-"""Paper 001's three levels end to end on tiny phantoms, and repeatability by seed."""
+"""Paper 001's three levels end to end on tiny phantoms, and repeatability by seed.
 
+The seeded tiny run learns (its slice classifier beats the majority rate of
+its validation patients), its reports equal scikit-learn's on the same
+predictions, stage 3 leaves BatchNormalization untouched, and the exported
+patient pipeline gives the trained ensemble's answers.
+"""
+
+import contextlib
 import json
 import os
 
@@ -12,17 +19,28 @@ from covid_keras.training.slice_level import PHANTOM_PRESET, SliceLevelConfig, t
 
 TINY = {**PHANTOM_PRESET, "image_size": 32, "batch_size": 8, "phantom_patients_per_class": 5, "phantom_size": 64,
         "interpolate": 2,
-        "pretrain_epochs": 1, "last_layers_epochs": 1, "finetune_epochs": 1, "pseudo_epochs": 1,
+        "pretrain_epochs": 3, "last_layers_epochs": 1, "finetune_epochs": 1, "pseudo_epochs": 1,
         "verbose": 0, "quiet": True}
+
+
+@contextlib.contextmanager
+def _cache_in(root):
+    saved = os.environ.get("COVID_KERAS_CACHE")
+    os.environ["COVID_KERAS_CACHE"] = str(root / "cache")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("COVID_KERAS_CACHE", None)
+        else:
+            os.environ["COVID_KERAS_CACHE"] = saved
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """Runs the slice level twice with one seed, then the heads and the ensemble."""
     root = tmp_path_factory.mktemp("chain")
-    saved = os.environ.get("COVID_KERAS_CACHE")
-    os.environ["COVID_KERAS_CACHE"] = str(root / "cache")
-    try:
+    with _cache_in(root):
         first = train_slice_level(SliceLevelConfig(**TINY, runs_root=str(root / "runs"),
                                                    export_dir=str(root / "saved_models"),
                                                    run_dir=str(root / "runs" / "slice_level" / "a")))
@@ -33,11 +51,6 @@ def chain(tmp_path_factory):
                                                        verbose=0, quiet=True))
         ensemble = train_ensemble(EnsembleConfig(epochs=3, runs_root=str(root / "runs"), verbose=0, quiet=True,
                                                  export_dir=str(root / "saved_models")))
-    finally:
-        if saved is None:
-            os.environ.pop("COVID_KERAS_CACHE", None)
-        else:
-            os.environ["COVID_KERAS_CACHE"] = saved
     return root, first, second, heads, ensemble
 
 
@@ -92,3 +105,112 @@ def test_heads_and_ensemble_report_and_export(chain):
     assert set(heads["heads"]) == {"maxpool", "maxpool_weighted", "bilstm", "bilstm_weighted"}
     assert set(ensemble["reports"]["test"]) >= {"accuracy", "sensitivity", "majority_rate"}
     assert os.path.exists(os.path.join(ensemble["exported"], "saved_model.pb"))
+
+
+def _sklearn_report(y_true, y_pred, k):
+    """Accuracy, per-class recall and specificity, majority rate and confusion matrix by scikit-learn."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score, confusion_matrix, multilabel_confusion_matrix, recall_score
+
+    labels = list(range(k))
+    per_class = multilabel_confusion_matrix(y_true, y_pred, labels=labels)  # [[tn, fp], [fn, tp]] per class
+    x = np.zeros((len(y_true), 1))
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "sensitivity": recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan),
+        "specificity": [tn / (tn + fp) if tn + fp else np.nan for (tn, fp), _ in per_class],
+        "majority_rate": DummyClassifier(strategy="most_frequent").fit(x, y_true).score(x, y_true),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def _assert_same_report(ours, y_true, y_pred, classes):
+    theirs = _sklearn_report(y_true, y_pred, len(classes))
+    assert ours["n"] == len(y_true)
+    assert ours["confusion"] == theirs["confusion"]
+    for key in ("accuracy", "majority_rate"):
+        assert ours[key] == pytest.approx(theirs[key], abs=5e-5), key
+    for key in ("sensitivity", "specificity"):
+        for c, value in zip(classes, theirs[key]):
+            if np.isnan(value):
+                assert ours[key][c] is None, (key, c)
+            else:
+                assert ours[key][c] == pytest.approx(value, abs=5e-5), (key, c)
+    return theirs
+
+
+@pytest.mark.slow
+def test_slice_classifier_learns_and_its_report_is_scikit_learns(chain):
+    """On its validation patients the seeded slice classifier beats always answering the commonest class."""
+    import keras
+
+    from covid_keras.evaluation import classification_report
+
+    root, first, _, _, _ = chain
+    split = json.loads((root / "runs" / "slice_level" / "a" / "split.json").read_text())
+    rows, classes = pipelines.manifest_rows(first["cache"])
+    selection = pipelines.select_slices(rows, split["val"], classes)
+    ds = pipelines.slice_dataset(first["cache"], selection, training=False, batch_size=16)
+    y_true = np.concatenate([y.numpy() for _, y in ds])
+    model = keras.saving.load_model(first["model"], safe_mode=True)
+    probs = model.predict(ds.map(lambda x, y: x), verbose=0)
+    ours = classification_report(y_true, probs, classes)
+    assert ours == first["slice_report"]["val"]  # the run's own report rests on these predictions
+    theirs = _assert_same_report(ours, y_true, np.argmax(probs, axis=-1), classes)
+    assert len(split["val"]) == 3 and len(set(y_true)) >= 2
+    assert theirs["accuracy"] > theirs["majority_rate"]
+
+
+@pytest.mark.slow
+def test_stage_three_keeps_batchnorm_frozen(chain):
+    """train.slice_level's own stage 3 (finetune) on a fresh model: BatchNormalization keeps its initial state.
+
+    Built from scratch, every BatchNormalization layer starts at gamma 1,
+    beta 0, moving mean 0 and moving variance 1 (Keras' initializers); a
+    stage that trained them, or ran them in training mode, would move them.
+    """
+    import keras
+
+    root, _, _, _, _ = chain
+    with _cache_in(root):
+        summary = train_slice_level(SliceLevelConfig(**{**TINY, "stages": ("finetune",)}, runs_root=str(root / "bn"),
+                                                     export_dir=None, run_dir=str(root / "bn" / "finetune")))
+    assert summary["stages"]["finetune"]["epochs_run"] == 1
+    model = keras.saving.load_model(summary["model"], safe_mode=True)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) > 50
+    for layer in bns:
+        expected = {"gamma": 1.0, "beta": 0.0, "moving_mean": 0.0, "moving_variance": 1.0}
+        for weight in layer.weights:
+            np.testing.assert_array_equal(weight.numpy(), expected[weight.name], err_msg=weight.path)
+    trained = [layer.name for layer in model.layers
+               if isinstance(layer, keras.layers.Conv2D) and np.any(layer.bias.numpy() != 0)]
+    assert len(trained) > 50  # the convolutions did train (their biases start at 0)
+
+
+@pytest.mark.slow
+def test_exported_patient_pipeline_gives_the_trained_ensembles_answers(chain):
+    """The one SavedModel, fed a study's cached slices, answers what the trained heads + ensemble answered."""
+    import tensorflow as tf
+
+    from covid_keras import serving
+
+    root, first, _, _, ensemble = chain
+    predictions = json.loads(open(ensemble["predictions"]).read())
+    classes = ensemble["classes"]
+    for part in ("val", "test"):
+        mine = [p for p in predictions if p["part"] == part]
+        probs = np.array([p["probabilities"] for p in mine])
+        _assert_same_report(ensemble["reports"][part], [p["label"] for p in mine], np.argmax(probs, axis=-1),
+                            classes)
+    wanted = {p["key"]: p for p in predictions}
+    assert len(wanted) == 6  # 3 validation + 3 test patients, one study each
+    assert serving.load_metadata(ensemble["exported"])["class_names"] == classes
+    signature = tf.saved_model.load(ensemble["exported"]).signatures["serving_default"]
+    seen = set()
+    for key, _, label, slices, _, _ in pipelines.study_slices(first["cache"], set(wanted)):
+        got = signature(slices=tf.constant(pipelines.to_rgb(slices)))["probabilities"].numpy()[0]
+        np.testing.assert_allclose(got, wanted[key]["probabilities"], atol=1e-5, err_msg=key)
+        assert label == wanted[key]["label"]
+        seen.add(key)
+    assert seen == set(wanted)
