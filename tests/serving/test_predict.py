@@ -2,8 +2,10 @@
 
 The exported models are small (xray_cnn at 64 x 64, and a patient pipeline
 over a tiny slice model with an 8-wide ``features`` layer) so that the
-tests check the plumbing, not ResNet50's speed; tests/serving/test_export.py
-checks the full-size pipeline's graph.
+tests check the plumbing, not ResNet50's speed. What the models are fed is
+checked against a preprocessing cache built from the export's own metadata
+(the training path: covid_keras.preprocess.cache), not against the function
+predict calls.
 """
 
 import json
@@ -60,14 +62,17 @@ def png(tmp_path_factory):
     return path
 
 
+#: Not the defaults (2.0, minmax): a predict that ignored the metadata would be seen.
+CT_PREPROCESSING = {"pipeline": "ct_slices", "brightness": 1.5, "normalization": "window"}
+
+
 @pytest.fixture(scope="module")
 def ct_model(root):
-    """A slice classifier (xray_cnn, 3 classes) exported with the ct_slices preprocessing."""
+    """A slice classifier (xray_cnn, 3 classes) exported with a ct_slices preprocessing."""
     from covid_keras import models
 
     model = models.xray_cnn(num_classes=3)
-    path = serving.export(model, root, name="ct_slice_cnn", class_names=CT3,
-                          preprocessing={"pipeline": "ct_slices", "brightness": 2.0, "normalization": "minmax"})
+    path = serving.export(model, root, name="ct_slice_cnn", class_names=CT3, preprocessing=CT_PREPROCESSING)
     return model, path
 
 
@@ -101,15 +106,44 @@ def tiny_pipeline(root):
         "bilstm_weighted": models.bilstm_head(feature_dim=24, lstm_units=4, hidden_units=4),
     }
     ensemble = models.ensemble_mlp()
-    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, name="tiny_pipeline")
+    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, name="tiny_pipeline",
+                                           preprocessing={**CT_PREPROCESSING, "brightness": 1.0})
     return slice_model, heads, ensemble, path
 
 
-def _slices_as_trained(folder, size=SIZE):
-    from covid_keras import data, preprocess
+def _slices_as_trained(folder, version_dir, out):
+    """The study through a training cache built with the export's recorded options: float32 [n, H, W, 3].
 
-    slices = preprocess.ct_slices(data.read_ct_series(folder), size=size, brightness=2.0, normalization="minmax")
+    The training path (covid_keras.preprocess.cache -> TFRecord shards),
+    independent of the code predict runs.
+    """
+    from covid_keras.data.datasets import Record
+    from covid_keras.preprocess.cache import build_cache
+    from covid_keras.preprocess.pipelines import PipelineOptions
+    from covid_keras.training import pipelines
+
+    prep = serving.load_metadata(version_dir)["preprocessing"]
+    options = PipelineOptions(prep["pipeline"], size=prep["size"], brightness=prep["brightness"],
+                              normalization=prep["normalization"])
+    build_cache([Record("p", "COVID-19", (folder,), "test")], str(out), options, classes=CT3, workers=1,
+                progress=False)
+    (_, _, _, slices, _, _), = pipelines.study_slices(str(out))
     return np.repeat(slices[..., None], 3, axis=-1).astype("float32")
+
+
+def _model_inputs(monkeypatch, *args, **kwargs):
+    """predict_study's result and the inputs it fed the SavedModel."""
+    fed = []
+    call = serving.ServedModel.__call__
+
+    def spy(self, inputs):
+        fed.append(np.array(inputs))
+        return call(self, inputs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(serving.ServedModel, "__call__", spy)
+        result = serving.predict_study(*args, **kwargs)
+    return result, np.concatenate(fed)
 
 
 def _no_phi(*texts):
@@ -123,7 +157,7 @@ def _no_phi(*texts):
 # --------------------------------------------------------------------------
 
 
-def test_cli_on_a_dicom_study_prints_the_mean_of_slice_probabilities(study, ct_model):
+def test_cli_on_a_dicom_study_prints_the_mean_of_slice_probabilities(study, ct_model, tmp_path):
     model, path = ct_model
     proc = _run_cli(study, "--model", path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -132,7 +166,7 @@ def test_cli_on_a_dicom_study_prints_the_mean_of_slice_probabilities(study, ct_m
     assert result["slices"] == 12 and result["model"] == "ct_slice_cnn" and result["model_version"] == 1
     assert result["aggregation"] == "mean_of_slices" and result["input"] == "ct_series"
     assert list(result["probabilities"]) == CT3
-    expected = model.predict(_slices_as_trained(study), verbose=0).mean(axis=0)
+    expected = model.predict(_slices_as_trained(study, path, tmp_path / "cache"), verbose=0).mean(axis=0)
     np.testing.assert_allclose([result["probabilities"][c] for c in CT3], expected, atol=1e-5)
     assert result["predicted_class"] == CT3[int(np.argmax(expected))]
     assert result["patient_id"].startswith("pt-")
@@ -160,14 +194,26 @@ def test_cli_on_a_png_prints_the_image_answer(png, xray_model):
 # --------------------------------------------------------------------------
 
 
-def test_patient_pipeline_answers_for_the_patient(study, tiny_pipeline):
+@pytest.mark.parametrize("batch_size", [32, 5])
+def test_predict_feeds_the_model_what_a_training_cache_holds(study, ct_model, tmp_path, monkeypatch, batch_size):
+    """The slices predict runs are the ones a cache built with the export's options holds, in slice order."""
+    _, path = ct_model
+    result, fed = _model_inputs(monkeypatch, study, path, batch_size=batch_size)
+    cached = _slices_as_trained(study, path, tmp_path / "cache")
+    assert result["slices"] == len(cached) == 12
+    assert fed.shape == cached.shape and fed.dtype == np.float32
+    np.testing.assert_array_equal(fed, cached)
+
+
+def test_patient_pipeline_answers_for_the_patient(study, tiny_pipeline, tmp_path, monkeypatch):
     import tensorflow as tf
 
     slice_model, heads, ensemble, path = tiny_pipeline
-    result = serving.predict_study(study, path)
+    result, fed = _model_inputs(monkeypatch, study, path)
     assert result["aggregation"] == "patient_pipeline" and result["kind"] == "patient_pipeline"
     assert result["slices"] == 12 and result["model"] == "tiny_pipeline"
-    slices = _slices_as_trained(study)
+    slices = _slices_as_trained(study, path, tmp_path / "cache")
+    np.testing.assert_array_equal(fed, slices)
     loaded = tf.saved_model.load(path).signatures["serving_default"]
     expected = loaded(slices=tf.constant(slices))["probabilities"].numpy()[0]
     np.testing.assert_allclose([result["probabilities"][c] for c in CT3], expected, atol=1e-6)
