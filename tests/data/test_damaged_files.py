@@ -22,7 +22,6 @@ from damage_helpers import (
     element_offset,
     leaked,
     patched,
-    pixel_value_offset,
     recorded,
     write_xray_dicom,
 )
