@@ -27,7 +27,7 @@ from damage_helpers import (
 )
 
 N, SIZE = 5, 16
-PRIVATE_TS = "1.2.840.113619.5.2"  # GE's private implicit VR (big-endian pixels) syntax UID
+PRIVATE_TS = "1.2.840.113619.5.2"  # a GE private transfer syntax UID (here over little-endian pixels)
 
 
 @pytest.fixture
