@@ -54,6 +54,11 @@ LOSSY_TRANSFER_SYNTAXES = frozenset(
     }
 )
 
+# Vendor-private transfer syntaxes whose layout is known: GE's "Implicit VR Big
+# Endian DLX" is Implicit VR Little Endian except for big-endian pixel data
+# (as GDCM, DCMTK and fo-dicom read it).
+_BIG_ENDIAN_PIXEL_SYNTAXES = {"1.2.840.113619.5.2": "GE Private Implicit VR Big Endian"}
+
 # Uncompressed little-endian syntaxes whose pixels we can view directly.
 _NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -544,10 +549,10 @@ def decode_pixels(ds, path, notes=None):
     Compressed transfer syntaxes are decoded by whichever pydicom plugin is
     installed (python-gdcm, pylibjpeg-openjpeg, pylibjpeg-libjpeg; RLE is
     built in). Multi-frame data comes back as [frames, rows, cols(, 3)].
-    A Transfer Syntax UID that is no standard one (a vendor-private UID such
-    as GE's 1.2.840.113619.5.2) is read as Explicit VR Little Endian, with a
-    warning, when the pixel data has exactly the uncompressed size; else the
-    file is refused. Runs in :func:`pydicom_guard`.
+    A Transfer Syntax UID that is no standard one is read, with a warning,
+    when the pixel data has exactly the uncompressed size: as GE's private
+    1.2.840.113619.5.2 (big-endian pixel words) for that UID, as Explicit VR
+    Little Endian for any other; else the file is refused. Runs in :func:`pydicom_guard`.
 
     Args:
         ds: a data set from :func:`read_dataset`.
@@ -652,18 +657,32 @@ def _decode_unknown_syntax(ds, path, ts):
             f"is not uncompressed ({len(raw)} bytes, {expected} expected); convert the file to a "
             "standard transfer syntax with the vendor's software (or dcmconv, gdcmconv)."
         )
-    warn_outside(
-        f"{path}: its Transfer Syntax UID {shown} is not a standard DICOM one (a vendor-private "
-        "syntax?); its pixel data has exactly the uncompressed size, so it is read as Explicit VR "
-        "Little Endian."
-    )
+    big_endian = _BIG_ENDIAN_PIXEL_SYNTAXES.get(uid)
+    if big_endian:
+        warn_outside(
+            f"{path}: its Transfer Syntax UID {shown} is {big_endian}, a vendor-private syntax; its "
+            "pixel data is read as uncompressed big-endian words under a little-endian header."
+        )
+    else:
+        warn_outside(
+            f"{path}: its Transfer Syntax UID {shown} is not a standard DICOM one (a vendor-private "
+            "syntax?); its pixel data has exactly the uncompressed size, so it is read as Explicit VR "
+            "Little Endian."
+        )
     meta = ds.file_meta
     original = meta["TransferSyntaxUID"]
     meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    bits = int(ds.BitsAllocated)
+    swap = big_endian and bits > 8
+    if swap:
+        words = np.frombuffer(raw, dtype=f"u{bits // 8}", count=len(raw) // (bits // 8))
+        ds.PixelData = words.byteswap().tobytes() + bytes(raw[len(words) * (bits // 8):])
     try:
         return _decode(ds, path, meta.TransferSyntaxUID)
     finally:
         meta["TransferSyntaxUID"] = original
+        if swap:
+            ds.PixelData = raw
 
 
 def padding_mask(stored, header):

@@ -27,7 +27,8 @@ from damage_helpers import (
 )
 
 N, SIZE = 5, 16
-PRIVATE_TS = "1.2.840.113619.5.2"  # a GE private transfer syntax UID (here over little-endian pixels)
+PRIVATE_TS = "1.2.826.0.1.3680043.9.9999.1"  # a made-up vendor-private transfer syntax UID
+GE_PRIVATE_TS = "1.2.840.113619.5.2"  # GE: Implicit VR Little Endian header, big-endian pixel data
 
 
 @pytest.fixture
@@ -243,6 +244,22 @@ def test_private_transfer_syntax_over_native_pixels_is_read_with_a_warning(serie
     image, texts = _read(lambda: read_xray(path), path)
     np.testing.assert_array_equal(image, intact)
     assert any(PRIVATE_TS in t for t in texts)
+
+
+def test_ge_private_syntax_reads_big_endian_pixels(series, xray):
+    folder, paths, hu = series
+    for path in (paths[1], xray[0]):
+        ds = pydicom.dcmread(path)
+        words = np.frombuffer(ds.PixelData, dtype="<u2")
+        ds.PixelData = words.astype(">u2").tobytes()  # the same values, as GE stores them
+        ds.file_meta.TransferSyntaxUID = GE_PRIVATE_TS
+        ds.save_as(path, enforce_file_format=True)
+    ct, texts = _read(lambda: read_ct_series(folder), folder)
+    np.testing.assert_array_equal(ct.hu, hu)
+    assert any(os.path.basename(paths[1]) in t and GE_PRIVATE_TS in t and "big-endian" in t for t in texts)
+    image, texts = _read(lambda: read_xray(xray[0]), xray[0])
+    np.testing.assert_array_equal(image, xray[1])
+    assert any(GE_PRIVATE_TS in t for t in texts)
 
 
 def test_private_transfer_syntax_over_compressed_pixels_names_the_uid(series):
