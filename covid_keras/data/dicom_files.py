@@ -7,9 +7,10 @@ failure into a :mod:`covid_keras.errors` type that names the file.
 Every use of pydicom goes through :func:`pydicom_guard`, the one place where
 pydicom's warnings, log records and errors are caught: their text can quote
 the raw bytes of a damaged element, and those bytes may hold PatientName,
-PatientID or the birth date. :func:`read_dataset` converts every element
-inside the guard (pydicom otherwise converts them lazily, on first access,
-outside any guard), so later tag access cannot warn.
+PatientID or the birth date. :func:`read_dataset` converts, inside the
+guard, every element the readers use (pydicom otherwise converts them
+lazily, on first access, outside any guard), so later access to those tags
+cannot warn; names, dates and private tags are never converted.
 """
 
 import contextlib
@@ -124,6 +125,12 @@ _UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CODE_STRING = re.compile(r"^[A-Z0-9 _]{0,16}$")
 
 _PYDICOM_DIR = os.path.dirname(os.path.abspath(pydicom.__file__))
+# pydicom and the decoder plugins it calls: their warnings can quote element
+# values, so they are withheld; anyone else's (numpy, our own) pass.
+_WITHHELD_DIRS = (_PYDICOM_DIR,) + tuple(
+    os.path.join(os.path.dirname(_PYDICOM_DIR), name)
+    for name in ("pylibjpeg", "openjpeg", "libjpeg", "rle", "gdcm", "_gdcm", "jpeg_ls", "pyjpegls")
+)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -195,11 +202,19 @@ class PydicomGuard:
         return f"{self.name}: {'; '.join(parts)}; the file may be damaged or non-standard."
 
     def _take(self, caught):
-        """Re-emits our own warnings; counts pydicom's."""
+        """Re-emits our own warnings and other libraries' (numpy's); counts pydicom's."""
         for w in caught:
             text = str(w.message)
             if text.startswith(self.name):  # ours: every message starts with the path
                 warn_outside(w.message)  # attributed to the caller of the reader
+                continue
+            # Passed on: warnings of another kind (numpy's RuntimeWarning, a
+            # DeprecationWarning) raised outside pydicom and its decoders.
+            # A UserWarning is withheld wherever it points: pydicom warns with
+            # that category and, through ``stacklevel``, may point at its caller.
+            outside = not os.path.abspath(w.filename or "").startswith(_WITHHELD_DIRS)
+            if outside and not issubclass(w.category, UserWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 continue
             self.withheld += 1
             for group, element in _TAG_IN_TEXT.findall(text):
@@ -367,9 +382,9 @@ def looks_like_dicom(path):
 def read_dataset(path, stop_before_pixels=False, defer_size=None, specific_tags=None, notes=None):
     """Reads one DICOM file, raising :class:`DicomReadError` naming it.
 
-    Every element (pixel data aside) is converted here, inside
-    :func:`pydicom_guard`, so no later tag access makes pydicom warn with a
-    tag's value. A damaged element is dropped with a warning, or refuses
+    Every element the readers use (pixel data aside) is converted here,
+    inside :func:`pydicom_guard`, so no later access to them makes pydicom
+    warn with a tag's value. A damaged element is dropped with a warning, or refuses
     the file when the image or its identity depends on it.
 
     Args:

@@ -436,7 +436,7 @@ def _apply_window(values, header, name):
     except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as e:
         warnings.warn(
             f"{name}: its window (Window Center/Width) cannot be applied "
-            f"({e}); showing the image's own min-max instead.",
+            f"({type(e).__name__}); showing the image's own min-max instead.",
             stacklevel=5,
         )
         return values, None, None

@@ -47,7 +47,9 @@ def _create_salt_file(salt_file):
 
     The salt is written to a temporary file and hard-linked into place, which
     fails when the file exists: processes starting together (cache workers)
-    all end up with the first one's salt, never with one each.
+    all end up with the first one's salt, never with one each. On a file
+    system without hard links it falls back to check-then-replace, where two
+    processes starting at the same instant can still each keep their own.
     """
     tmp = salt_file.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(secrets.token_hex(16))

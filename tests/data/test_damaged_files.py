@@ -427,3 +427,35 @@ def test_guard_withholds_pydicom_warnings_logs_and_error_texts(tmp_path):
             warnings.warn("Invalid value for VR PN: 'DOE^JANE' in (0010,0010)")
     assert not leaked(texts, name), texts
     assert any(t.startswith(f"{name}: withheld 1 pydicom warning(s) about (0010,0010) PatientName") for t in texts)
+
+
+# --------------------------------------------------------------------------
+# Review findings: a value in a window error; other libraries' warnings
+# --------------------------------------------------------------------------
+
+
+def test_window_pydicom_cannot_apply_warns_without_the_value(tmp_path):
+    path = write_xray_dicom(tmp_path / "voi.dcm", VOILUTFunction="DOE^JANE")
+    image, texts = _read(lambda: read_xray(path), path)
+    assert image.shape == (SIZE, SIZE)
+    assert any("cannot be applied" in t for t in texts), texts
+
+
+def test_guard_passes_warnings_that_are_not_pydicoms(tmp_path):
+    import warnings
+
+    from covid_keras.data.dicom_files import pydicom_guard
+
+    name = str(tmp_path / "x.dcm")
+    with pytest.warns(RuntimeWarning, match="divide by zero"):
+        with pydicom_guard(name) as guard:
+            np.log(np.zeros(1))
+    assert guard.withheld == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pydicom_guard(name) as guard:
+            # Raised inside pydicom, or a UserWarning pointing anywhere: withheld.
+            warnings.warn_explicit("value DOE^JANE", RuntimeWarning, pydicom.misc.__file__, 83)
+            warnings.warn_explicit("value DOE^JANE", UserWarning, __file__, 1)
+    assert guard.withheld == 2
+    assert not leaked([str(w.message) for w in caught], name)
