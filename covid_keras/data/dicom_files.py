@@ -593,7 +593,7 @@ def decode_pixels(ds, path, notes=None):
             )
         ts = transfer_syntax(ds)
         if not ts.is_transfer_syntax:
-            return _decode_unknown_syntax(ds, path, ts)
+            return _decode_unknown_syntax(ds, path, ts, notes)
         return _decode(ds, path, ts)
 
 
@@ -659,8 +659,12 @@ def _decode(ds, path, ts):
     )
 
 
-def _decode_unknown_syntax(ds, path, ts):
-    """Pixels of a file whose Transfer Syntax UID is no standard one."""
+def _decode_unknown_syntax(ds, path, ts, notes=None):
+    """Pixels of a file whose Transfer Syntax UID is no standard one.
+
+    The warning goes to ``notes`` when given (a series: one warning for all
+    its files), else it is warned at once.
+    """
     uid = str(ts)
     shown = uid if _UID_SYNTAX.match(uid) and len(uid) <= 64 else "(not a valid UID)"
     raw = ds.PixelData
@@ -674,16 +678,20 @@ def _decode_unknown_syntax(ds, path, ts):
         )
     big_endian = _BIG_ENDIAN_PIXEL_SYNTAXES.get(uid)
     if big_endian:
-        warn_outside(
+        message = (
             f"{path}: its Transfer Syntax UID {shown} is {big_endian}, a vendor-private syntax; its "
             "pixel data is read as uncompressed big-endian words under a little-endian header."
         )
     else:
-        warn_outside(
+        message = (
             f"{path}: its Transfer Syntax UID {shown} is not a standard DICOM one (a vendor-private "
             "syntax?); its pixel data has exactly the uncompressed size, so it is read as Explicit VR "
             "Little Endian."
         )
+    if notes is None:
+        warn_outside(message)
+    else:
+        notes.append(message)
     meta = ds.file_meta
     original = meta["TransferSyntaxUID"]
     meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
