@@ -1,4 +1,8 @@
-"""Stage fitting: resume after a crash, best weights, BN frozen, class weights, slice rules."""
+"""Stage fitting: resume after a crash, best weights, class weights, slice rules.
+
+BatchNormalization staying frozen in stage 3 is tested through train.slice_level itself
+(tests/training/test_paper001_chain.py).
+"""
 
 import csv
 
@@ -184,29 +188,6 @@ def test_run_folder_refuses_other_settings(tmp_path):
     with pytest.raises(errors.ConfigurationError, match="other settings \\(lr differ\\).*--fresh"):
         RunFolder.open(tmp_path / "run", {"lr": 2})
     RunFolder.open(tmp_path / "run", {"lr": 2}, fresh=True)
-
-
-@pytest.mark.slow
-def test_batchnorm_stays_frozen_in_stage_three(tmp_path):
-    from covid_keras.models import multiscale_resnet50
-
-    model = multiscale_resnet50(input_shape=(32, 32, 3), weights=None)
-    set_trainable(model, "all_but_bn")
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert bns and not any(layer.trainable for layer in bns)
-    assert model.get_layer("conv1_conv").trainable and model.get_layer("features").trainable
-    before_bn = [w.numpy() for layer in bns for w in layer.weights]
-    before_conv = model.get_layer("conv2_block1_1_conv").kernel.numpy()
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 3, 8)
-    run = RunFolder.open(tmp_path / "run", {"bn": 1})
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    fit_stage(model, run, "finetune", ds, ds, learning_rate=1e-2, epochs=1, verbose=0, log=lambda m: None)
-    after_bn = [w.numpy() for layer in bns for w in layer.weights]
-    for a, b in zip(before_bn, after_bn):
-        np.testing.assert_array_equal(a, b)  # gamma, beta, moving mean and variance untouched
-    assert not np.array_equal(before_conv, model.get_layer("conv2_block1_1_conv").kernel.numpy())
 
 
 def test_last_two_layers_mode():
