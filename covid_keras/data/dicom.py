@@ -308,8 +308,18 @@ def _series_frames(items):
     return frames
 
 
+def _ds_modality(ds):
+    """A data set's Modality as the series chooser and the modality check compare it."""
+    return str(getattr(ds, "Modality", "") or "").strip().upper()
+
+
 def _modality(frames):
-    return str(getattr(frames[0].ds, "Modality", "") or "").strip().upper()
+    return _ds_modality(frames[0].ds)
+
+
+def _series_pseudonym(uid):
+    """The ``se-`` id of a SeriesInstanceUID (``CTSeries.meta["series"]``, accepted as ``series_uid``)."""
+    return pseudonymize(str(uid), "series", prefix="se")
 
 
 def _is_axial(frames):
@@ -340,7 +350,7 @@ def _match_series(folder, groups, candidates, series_uid):
     if wanted in groups:
         return wanted
     if wanted.startswith("se-"):
-        matches = [uid for uid in groups if pseudonymize(uid, "series", prefix="se") == wanted]
+        matches = [uid for uid in groups if _series_pseudonym(uid) == wanted]
     else:
         tail = wanted.lstrip(".")  # at least the 8 characters messages show
         matches = [uid for uid in groups if len(tail) >= 8 and uid.endswith(tail)]
@@ -403,7 +413,7 @@ def _check_modality(folder, frames, modalities):
     if modalities is None:
         return
     allowed = {m.upper() for m in modalities}
-    found = {str(getattr(f.ds, "Modality", "") or "").upper() for f in frames}
+    found = {_ds_modality(f.ds) for f in frames}
     bad = sorted(found - allowed)
     if bad:
         raise errors.ModalityError(
@@ -578,7 +588,7 @@ def _meta(frames, step):
     meta["multiframe"] = frames[0].frame is not None
     meta["n_slices"] = len(frames)
     meta["slice_step_mm"] = step
-    meta["series"] = pseudonymize(str(getattr(ds, "SeriesInstanceUID", "")), "series", prefix="se")
+    meta["series"] = _series_pseudonym(getattr(ds, "SeriesInstanceUID", ""))
     return meta
 
 
