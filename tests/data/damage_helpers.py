@@ -30,41 +30,51 @@ SECRETS = tuple(
 )
 
 
-def write_xray_dicom(path, size=16, **attrs):
-    """A small MONOCHROME1 DX file (12 of 16 bits, a window) with made-up identifiers."""
+def write_dicom(path, pixels, *, photometric="MONOCHROME2", bits_stored=None, sop_instance_uid=None, **attrs):
+    """Writes ``pixels`` ([R, C] or [F, R, C] integers) as a Part 10 DX file.
+
+    ``attrs`` are set last (keyword=value); a value of None removes the
+    element. ``sop_instance_uid`` fixes the instance UID (else a random one).
+    """
+    pixels = np.ascontiguousarray(pixels)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["xray", str(size)])
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid or generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = DX_STORAGE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = BIRTH_DATE
-    ds.PatientSex = "F"
-    ds.Rows = ds.Columns = size
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope = "1"
-    ds.RescaleIntercept = "0"
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
+    ds.PhotometricInterpretation = photometric
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits_stored or bits
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(np.issubdtype(pixels.dtype, np.signedinteger))
     for keyword, value in attrs.items():
         if value is None:
-            delattr(ds, keyword)
+            if keyword in ds:
+                delattr(ds, keyword)
         else:
             setattr(ds, keyword, value)
-    ramp = (np.arange(size * size, dtype=np.uint16) * (4095 // (size * size - 1))).reshape(size, size)
-    ds.PixelData = ramp.astype("<u2").tobytes()
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return str(path)
+
+
+def write_xray_dicom(path, size=16, **attrs):
+    """A small MONOCHROME1 DX file (12 of 16 bits, a window) with made-up identifiers."""
+    ramp = (np.arange(size * size, dtype=np.uint16) * (4095 // (size * size - 1))).reshape(size, size)
+    header = {"PatientName": PATIENT_NAME, "PatientID": PATIENT_ID, "PatientBirthDate": BIRTH_DATE,
+              "PatientSex": "F", "RescaleSlope": "1", "RescaleIntercept": "0", "WindowCenter": "2048",
+              "WindowWidth": "4096"}
+    return write_dicom(path, ramp, photometric="MONOCHROME1", bits_stored=12,
+                       sop_instance_uid=generate_uid(entropy_srcs=["xray", str(size)]), **{**header, **attrs})
 
 
 def pixel_value_offset(data):

@@ -13,15 +13,15 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from covid_keras import errors
 from covid_keras.data import dicom_files
 from covid_keras.data.images import LUMA_WEIGHTS, read_xray
 
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+import damage_helpers
+
 PATIENT_NAME = "Secretname^Jane"
 PATIENT_ID = "PID-SECRET-4711"
 
@@ -39,35 +39,9 @@ def read_quietly(path, **kwargs):
         return read_xray(path, **kwargs)
 
 
-def write_dicom(path, pixels, *, photometric="MONOCHROME2", bits_stored=None, **attrs):
-    """Writes ``pixels`` ([R, C] or [F, R, C] integers) as a Part 10 DX file."""
-    pixels = np.ascontiguousarray(pixels)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = DX_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = pixels.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    bits = pixels.dtype.itemsize * 8
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits_stored or bits
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(np.issubdtype(pixels.dtype, np.signedinteger))
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+def write_dicom(path, pixels, **kwargs):
+    """Writes ``pixels`` as a Part 10 DX file carrying this module's made-up identifiers."""
+    return damage_helpers.write_dicom(path, pixels, PatientName=PATIENT_NAME, PatientID=PATIENT_ID, **kwargs)
 
 
 def write_picture(path, image, suffix=".png", params=()):
