@@ -303,7 +303,8 @@ def train_ensemble(config, log=None):
     ensemble.save(path)
     probabilities = {part: ensemble.predict(x, verbose=0) for part, (x, _) in parts.items() if part != "train"}
     reports = {part: classification_report(parts[part][1], p, classes) for part, p in probabilities.items()}
-    # Per study, the probabilities the reports rest on (pseudonymous ids only).
+    # Per study, the probabilities the reports rest on, under the study key and patient id
+    # the run's split uses (folder-derived for folder datasets, as in split.json).
     predictions = [{"part": part, "key": key, "patient_id": pid, "label": int(y), "probabilities": p.tolist()}
                    for part, probs in probabilities.items()
                    for (key, pid), y, p in zip(keys[part], parts[part][1], probs)]
