@@ -65,22 +65,6 @@ def test_interrupted_stage_resumes_from_the_next_epoch(tmp_path):
     assert again.skipped and again.best_val_accuracy == result.best_val_accuracy
 
 
-@pytest.fixture(scope="module")
-def slice_cache(tmp_path_factory):
-    """A small ct_slices cache of written phantoms (16 x 16 slices)."""
-    from covid_keras.data import synthetic
-    from covid_keras.data.datasets import covid_ct_md
-    from covid_keras.preprocess.cache import build_cache
-    from covid_keras.preprocess.pipelines import PipelineOptions
-
-    root = tmp_path_factory.mktemp("resume")
-    config = synthetic.CTPhantomConfig(patients_per_class=2, size=48, min_slices=8, max_slices=10, seed=4)
-    synthetic.write_ct_dataset(str(root / "data"), config)
-    build_cache(covid_ct_md(str(root / "data")), str(root / "cache"), PipelineOptions("ct_slices", size=16),
-                workers=1, progress=False)
-    return str(root / "cache")
-
-
 class LastEpochWeights(keras.callbacks.Callback):
     """The model's weights at the end of each epoch this process trained."""
 
@@ -119,17 +103,17 @@ def _stage_with_randomness(cache, run_dir, crash_after=None):
     return model, last, run
 
 
-def test_resumed_stage_repeats_the_uninterrupted_run(tmp_path, slice_cache):
+def test_resumed_stage_repeats_the_uninterrupted_run(tmp_path, phantom_slice_cache):
     """Crash after epoch 1 + resume == one uninterrupted run: same losses and the same weights, bit for bit.
 
     The stage draws random numbers (shuffled, reshuffled slices; augmentation;
     Dropout), so a resume that started from fresh weights, from other random
     states or from another data order would differ.
     """
-    model, last, run = _stage_with_randomness(slice_cache, tmp_path / "straight")
+    model, last, run = _stage_with_randomness(phantom_slice_cache, tmp_path / "straight")
     with pytest.raises(Crash):
-        _stage_with_randomness(slice_cache, tmp_path / "crashed", crash_after=1)
-    resumed_model, resumed_last, resumed_run = _stage_with_randomness(slice_cache, tmp_path / "crashed")
+        _stage_with_randomness(phantom_slice_cache, tmp_path / "crashed", crash_after=1)
+    resumed_model, resumed_last, resumed_run = _stage_with_randomness(phantom_slice_cache, tmp_path / "crashed")
     assert sorted(resumed_last.weights) == [2, 3]
 
     def log(r):

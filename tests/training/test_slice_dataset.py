@@ -4,21 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras.data import records, synthetic
-from covid_keras.data.datasets import covid_ct_md
-from covid_keras.preprocess.cache import build_cache
-from covid_keras.preprocess.pipelines import PipelineOptions
+from covid_keras.data import records
 from covid_keras.training import pipelines
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slices")
-    config = synthetic.CTPhantomConfig(patients_per_class=2, size=48, min_slices=8, max_slices=10, seed=4)
-    synthetic.write_ct_dataset(str(root / "data"), config)
-    build_cache(covid_ct_md(str(root / "data")), str(root / "cache"), PipelineOptions("ct_slices", size=16),
-                workers=1, progress=False)
-    return str(root / "cache")
+@pytest.fixture
+def cache(phantom_slice_cache):
+    """The shared phantom cache (tests/training/conftest.py)."""
+    return phantom_slice_cache
 
 
 def _by_id(folder):
