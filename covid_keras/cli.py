@@ -132,34 +132,50 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Shows defaults and keeps the description's line breaks."""
 
 
-def add_config_arguments(parser, config_cls, helps, skip=()):
-    """Adds one flag per field of a config dataclass (``--field-name``).
+def _shown(value):
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value)) if value else "nothing"
+    return str(value)
+
+
+def _flag_help(param, phantom_when):
+    """``help (default: X[, ours: why]; phantom preset: Y)``: the values that will run."""
+    parts = [f"default: {_shown(param.default)}"]
+    if param.ours:
+        parts[0] += f" - ours: {param.ours}"
+    if param.has_phantom and param.phantom != param.default and phantom_when:
+        parts.append(f"{phantom_when}: {_shown(param.phantom)}")
+    text = param.help + f" ({'; '.join(parts)})"
+    return text.replace("%", "%%")
+
+
+def add_recipe_arguments(parser, recipe, phantom_when="without --data, phantom preset"):
+    """Adds one flag per setting of ``recipe`` (:meth:`Recipe.all_params`).
 
     Defaults are not set on the parser (argparse.SUPPRESS), so
-    :func:`config_from_args` can tell what the user typed from what a
-    preset or the dataclass supplies. Booleans get ``--x`` / ``--no-x``;
-    tuples take several values; ``none`` means None for optional strings.
+    :func:`config_from_args` can tell what the user typed from what the
+    phantom preset or the recipe supplies; the help shows both values.
+    Booleans get ``--x`` / ``--no-x``; tuples take several values; ``none``
+    means None for optional strings; ``choices`` are checked by argparse.
     """
-    import dataclasses
-
-    defaults = config_cls()
-    for field in dataclasses.fields(config_cls):
-        if field.name in skip:
+    for param in recipe.all_params():
+        help_text = _flag_help(param, phantom_when)
+        common = {"dest": param.name, "default": argparse.SUPPRESS, "help": help_text}
+        if param.type is bool:
+            parser.add_argument(param.option, action=argparse.BooleanOptionalAction, **common)
             continue
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = helps.get(field.name, "")
-        shown = f" (default: {default})" if default not in (None, "") else ""
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text + shown)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=field.name, nargs="+", default=argparse.SUPPRESS,
-                                help=help_text + shown)
+        kind = param.kind or (type(param.default[0]) if isinstance(param.default, tuple) and param.default
+                              else param.type)
+        if kind is tuple:
+            kind = str
+        extra = {"choices": param.choices} if param.choices else {}
+        if isinstance(param.default, tuple):
+            parser.add_argument(param.option, nargs="+", type=_none_or(kind), metavar=param.name.upper(), **extra,
+                                **common)
         else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(flag, dest=field.name, type=_none_or(kind), default=argparse.SUPPRESS,
-                                help=help_text + shown)
+            parser.add_argument(param.option, type=_none_or(kind), **extra, **common)
     return parser
 
 
@@ -174,32 +190,31 @@ def _none_or(kind):
 
 
 def config_from_args(config_cls, args, preset=None):
-    """The config: dataclass defaults, then ``preset``, then what the user typed."""
+    """The config: the recipe's defaults, then ``preset``, then what the user typed."""
     import dataclasses
 
-    values = dataclasses.asdict(config_cls())
+    values = {f.name: f.default for f in dataclasses.fields(config_cls)}
     values.update(preset or {})
-    typed = {k: v for k, v in vars(args).items() if k in values}
-    values.update(typed)
-    for k, v in values.items():
-        if isinstance(getattr(config_cls(), k), tuple) and isinstance(v, list):
-            values[k] = tuple(v)
+    values.update({k: v for k, v in vars(args).items() if k in values})
     return config_cls(**values)
 
 
-def parse_config(argv, prog, description, config_cls, helps, preset_for=None):
-    """A command line's config: one flag per field, ``--debug``, presets under typed values.
+def parse_recipe(argv, prog, description, config_cls, phantom=False):
+    """A training command's config from its recipe: one flag per setting, ``--debug``.
 
     Args:
         argv: the arguments (None: ``sys.argv[1:]``).
         prog, description: for ``--help``.
-        config_cls, helps: see :func:`add_config_arguments`.
-        preset_for: ``args -> dict`` of defaults that depend on what was
-            typed (the phantom preset when no ``--data`` is given).
+        config_cls: :func:`covid_keras.recipes.config_class` of the recipe.
+        phantom: apply the recipe's phantom preset when no ``--data`` is
+            given (under whatever the user typed); ``--help`` shows its
+            values beside the paper's.
     """
+    recipe = config_cls.recipe
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, config_cls, helps)
+    add_recipe_arguments(parser, recipe, "without --data, phantom preset" if phantom else None)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
     args = parser.parse_args(argv)
-    return config_from_args(config_cls, args, preset_for(args) if preset_for else None)
+    preset = recipe.phantom_preset() if phantom and getattr(args, "data", None) is None else None
+    return config_from_args(config_cls, args, preset)

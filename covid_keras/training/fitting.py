@@ -131,7 +131,7 @@ class ResumeState(keras.callbacks.Callback):
             os.remove(self.path)
 
 
-def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, class_weight=None,
+def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, optimizer=None, class_weight=None,
               extra_callbacks=(), verbose=1, log=print, previous=None):
     """Trains one stage (or loads it when already finished).
 
@@ -140,8 +140,12 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
         run: the :class:`covid_keras.training.runs.RunFolder`.
         name: stage name (file names under the run folder).
         train_ds, val_ds: ``tf.data`` datasets of (inputs, label) batches.
-        learning_rate: Adam's learning rate.
+        learning_rate: a float (constant), or a
+            :class:`covid_keras.recipes.Schedule` over the stage (built by
+            :mod:`covid_keras.training.schedules`; it needs a finite
+            ``train_ds``).
         epochs: epochs of the stage.
+        optimizer: a :class:`covid_keras.recipes.Optimizer` (default Adam).
         class_weight: Keras class weights.
         extra_callbacks: more callbacks (tests stop training with one).
         verbose: Keras progress output.
@@ -161,8 +165,11 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
             "loaded its best weights.")
         return StageResult(name, result["best_val_accuracy"], result["epochs_run"], weights_path, skipped=True)
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    from covid_keras.training import schedules
+
+    fit_data, steps = _one_iterator(train_ds)
+    model.compile(optimizer=schedules.build_optimizer(optimizer, learning_rate, steps, epochs),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best_file = run.file("checkpoints", name, "best.weights.h5")
     resumed_best = run.best_val_accuracy(name)
     candidates = [v for v in (resumed_best, previous.best_val_accuracy if previous else None) if v is not None]
@@ -177,6 +184,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
                                          delete_checkpoint=True),
         ResumeState(run.file("checkpoints", name, "random_state.npz"), train_ds),
         checkpoint,
+        schedules.LearningRateLogger(),  # before the CSV logger, which writes what it adds
         keras.callbacks.CSVLogger(run.file("logs", f"{name}.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run.path, "tensorboard", name), write_graph=False),
         recorder,
@@ -184,7 +192,6 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     ]
     if resumed_best is not None:
         log(f"[{name}] resuming (best val_accuracy so far {resumed_best:.4f}).")
-    fit_data, steps = _one_iterator(train_ds)
     model.fit(fit_data, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, class_weight=class_weight,
               shuffle=False, callbacks=callbacks, verbose=verbose)
     if os.path.exists(best_file):
@@ -199,9 +206,14 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, clas
     else:
         model.save_weights(weights_path)
         best = run.best_val_accuracy(name)
+    from covid_keras.recipes import ADAM, Schedule
+
+    schedule = learning_rate if isinstance(learning_rate, Schedule) else None
     write_json(run.file("stages", f"{name}.json"),
                {"best_val_accuracy": best, "epochs_run": len(recorder.epochs),
-                "learning_rate": learning_rate, "epochs": epochs})
+                "learning_rate": schedule.initial if schedule else learning_rate, "epochs": epochs,
+                "schedule": schedule.describe() if schedule else f"{learning_rate:g} constant",
+                "optimizer": (optimizer or ADAM).describe()})
     log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
 

@@ -1,0 +1,48 @@
+"""Paper 003 DETL: a 12-layer CNN on NIH Data-A, then domain extension to Data-B.
+
+Phase 1: Adam 1e-3 with cosine annealing over 100 epochs, real-time
+rotation / scaling / mirroring, a class-balanced validation set sampled
+from the training set. Phase 2: the last layer replaced by a 4-way
+softmax, everything before the last convolution block frozen, SGD 1e-4
+momentum 0.9; 5-fold cross-validation (no epoch count given: ours 30).
+"""
+
+from covid_keras.recipes.base import KFold, Optimizer, Param, Recipe, Schedule, Stage, constant
+from covid_keras.recipes.config import data_params, run_params
+
+DETL_CNN = Recipe(
+    name="detl_cnn",
+    paper="003 DETL (Basu & Mitra)",
+    command=None,
+    builder="detl_cnn",
+    builder_args=lambda c: {"input_shape": (c.image_size, c.image_size, 3), "num_classes": 2},
+    classes="detl_b",
+    pipeline=lambda c: {"pipeline": "xray", "size": c.image_size},
+    input_shape=lambda c: (c.image_size, c.image_size, 3),
+    stages=(
+        Stage("phase1", "all", 100, Schedule("cosine", 1e-3), data="data_a",
+              help="from scratch on Data-A (normal vs disease), cosine annealing over the phase"),
+        Stage("phase2", "from:block3_conv1", 30, constant(1e-4), Optimizer("sgd", 0.9), data="data_b",
+              help="domain extension: new 4-way softmax, last conv block and dense layers retrained on Data-B",
+              ours="the paper gives no epoch count: 30"),
+    ),
+    params=(
+        *data_params(("nih-chestxray14",), data_help="NIH ChestX-ray14 folder (Data-A and the normal, pneumonia "
+                                                     "and other_disease images of Data-B)"),
+        Param("covid_data", None, "COVID-19 image data collection folder (Data-B's covid class)"),
+        Param("image_size", 224, "image side in pixels", phantom=64, ours="the paper gives no input size"),
+        Param("batch_size", 32, "images per batch", ours="the paper gives none"),
+        Param("augment", True, "real-time rotation, scaling and mirroring"),
+        Param("balanced_val", 20000, "size of the class-balanced validation set sampled from Data-A's training "
+                                     "set", phantom=40),
+        Param("folds", 5, "phase 2 cross-validation folds by patient"),
+        Param("final", True, "after the folds, train a final phase-2 model on all Data-B patients"),
+        *run_params("detl"),
+    ),
+    augmentation=lambda c: ({"layer": "RandomAffine", "rotation": 10.0, "zoom": (0.9, 1.1), "horizontal_flip": True,
+                             "ours": "the paper gives no ranges"} if c.augment else {}),
+    validation=lambda c: KFold(c.folds, c.final),
+    datasets=("nih-chestxray14",),
+    ours={"phase 2 epochs": "30", "input size": "224", "batch size": "32", "augmentation ranges": "none given"},
+    reported={"5-fold accuracy": 0.953, "5-fold accuracy std": 0.02},
+)

@@ -1,0 +1,43 @@
+"""Paper 000 Volume3D: the 3-D ResNet50 on whole CT volumes, 4-fold cross-validation.
+
+Training (paper, Table 3): cross-entropy, Adam 2e-4 halved every 40 epochs,
+120 epochs; 4-fold cross-validation by patient, then a final model.
+No batch size is given (ours: 2, what fits 224^3 volumes on an 8 GB GPU).
+"""
+
+from covid_keras.recipes.base import KFold, Param, Recipe, Schedule, Stage
+from covid_keras.recipes.config import data_params, run_params
+
+RESNET50_3D = Recipe(
+    name="resnet50_3d",
+    paper="000 Volume3D (Xue & Abhayaratne)",
+    command=None,
+    builder="resnet50_3d",
+    builder_args=lambda c: {"input_shape": (c.volume_size,) * 3 + (1,), "depth": c.depth, "weights": c.weights},
+    classes="ct3",
+    pipeline=lambda c: {"pipeline": "volume3d", "size": c.volume_size,
+                        "augment_minority": c.augment_minority},
+    input_shape=lambda c: (c.volume_size,) * 3 + (1,),
+    stages=(Stage("train", "all", 120, Schedule("step", 2e-4, every_epochs=40, factor=0.5), flag=""),),
+    params=(
+        *data_params(("covid-ct-md",)),
+        Param("weights", "imagenet-inflated", "imagenet-inflated (2-D ImageNet kernels inflated to 3-D), none, "
+                                              "or a weights file", phantom=None),
+        Param("depth", 50, "ResNet depth", choices=(18, 34, 50), phantom=18),
+        Param("volume_size", 224, "side of the resampled cubic volume", phantom=32),
+        Param("batch_size", 2, "volumes per batch", ours="the paper gives none: 2 fits an 8 GB GPU"),
+        Param("augment_minority", True, "extra CAP and Normal training volumes from the second resampling and "
+                                        "random centre crops (paper 000), training patients only"),
+        Param("folds", 4, "cross-validation folds by patient"),
+        Param("final", True, "after the folds, train a final model on all patients"),
+        Param("phantom_patients_per_class", 8, "phantom patients per class when no --data is given"),
+        *run_params("volume3d", workers=True),
+    ),
+    augmentation=lambda c: ({"minority_classes": ["CAP", "Normal"],
+                             "copies": "second resampling (spacing x1.75, thickness x0.7), random centre crop "
+                                       "0.75-0.9"} if c.augment_minority else {}),
+    validation=lambda c: KFold(c.folds, c.final),
+    datasets=("covid-ct-md",),
+    ours={"batch size": "the paper gives none: 2"},
+    reported={"accuracy (4-fold mean)": 0.8694, "COVID-19 sensitivity": 0.8779, "COVID-19 specificity": 0.9112},
+)
