@@ -143,6 +143,8 @@ def _shown(value):
 def _flag_help(param, phantom_when):
     """``help (default: X[, ours: why]; phantom preset: Y)``: the values that will run."""
     parts = [f"default: {_shown(param.default)}"]
+    if param.choices and isinstance(param.default, tuple):
+        parts.insert(0, f"choices: {', '.join(map(str, param.choices))}")
     if param.ours:
         parts[0] += f" - ours: {param.ours}"
     if param.has_phantom and param.phantom != param.default and phantom_when:

@@ -30,106 +30,21 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
+from covid_keras.recipes import MULTISCALE_RESNET50, config_class
 from covid_keras.training import pipelines
-from covid_keras.training.fitting import (
-    balanced_class_weights,
-    describe_class_weights,
-    fit_stage,
-    printer,
-    seed_everything,
-)
+from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import RunFolder, config_hash, write_json
+from covid_keras.training.stages import StageData, run_stages, set_trainable  # noqa: F401 - set_trainable: API
 
-STAGES = ("pretrain", "last_layers", "finetune", "pseudo_label")
-TRAINABLE = {"pretrain": "all", "last_layers": "last2", "finetune": "all_but_bn", "pseudo_label": "all_but_bn"}
-
-
-@dataclasses.dataclass
-class SliceLevelConfig:
-    """Every setting of a slice-level run (paper 001 defaults; see PHANTOM_PRESET)."""
-
-    data: str | None = None
-    dataset: str = "covid-ct-md"
-    pretrain_data: str | None = None
-    pretrain_dataset: str = "covidx-ct"
-    weights: str | None = "imagenet"
-    image_size: int = 224
-    brightness: float = 2.0
-    interpolate: int = 2
-    batch_size: int = 64
-    stages: tuple = STAGES
-    pretrain_lr: float = 1e-3
-    pretrain_epochs: int = 10
-    last_layers_lr: float = 1e-4
-    last_layers_epochs: int = 10
-    finetune_lr: float = 1e-5
-    finetune_epochs: int = 10
-    pseudo_lr: float = 1e-5
-    pseudo_epochs: int = 25
-    pseudo_threshold: float = 0.5
-    dropout: float = 0.5
-    bn_momentum: float = 0.99
-    augment: bool = True
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    slice_stride: int = 1
-    phantom_patients_per_class: int = 10
-    phantom_size: int = 128
-    seed: int = 0
-    workers: int = 0
-    run_dir: str | None = None
-    runs_root: str = "runs"
-    export_dir: str | None = "saved_models"
-    fresh: bool = False
-    verbose: int = 1
-    quiet: bool = False
-
-    def __post_init__(self):
-        unknown = [s for s in self.stages if s not in STAGES]
-        if unknown:
-            raise errors.ConfigurationError(
-                f"unknown stages {unknown}; --stages takes some of {', '.join(STAGES)}."
-            )
-        epochs = {k: v for k, v in vars(self).items() if k.endswith("_epochs")}
-        if (any(v < 1 for v in epochs.values()) or self.batch_size < 1 or self.image_size < 32
-                or self.interpolate < 1):
-            raise errors.ConfigurationError(
-                f"epochs, --batch-size and --interpolate must be at least 1 and --image-size at least 32. "
-                f"Received: {epochs}, batch_size={self.batch_size}, interpolate={self.interpolate}, "
-                f"image_size={self.image_size}"
-            )
-
-
-#: The small preset used on the built-in phantoms (no --data): a few
-#: minutes on 2 CPU cores instead of the paper's full-size runs.
-#: Trained from scratch on about 230 slices, ResNet50 needs many small
-#: steps: batch 16, no augmentation (it slows the first epochs; it is on by
-#: default with --data, where ImageNet weights are fine-tuned), and
-#: BatchNormalization momentum 0.9 so the moving statistics settle within
-#: the run (Keras' 0.99 needs hundreds of steps). benchmarks/phantom_chain.py
-#: measures it: slice accuracy 0.93 on the 6 held-out test patients, 0.82 on
-#: the 6 validation patients, about 3 minutes on 2 cores.
-PHANTOM_PRESET = {
-    "weights": None, "image_size": 64, "batch_size": 16, "slice_stride": 2, "augment": False, "interpolate": 1,
-    "bn_momentum": 0.9, "pretrain_epochs": 10, "last_layers_epochs": 2, "finetune_epochs": 2,
-    "pseudo_epochs": 2,
-}
-
-
-def set_trainable(model, mode):
-    """Paper 001's freezing: ``all``, ``last2`` (features + probabilities) or ``all_but_bn``."""
-    import keras
-
-    for layer in model.layers:
-        if mode == "all":
-            layer.trainable = True
-        elif mode == "last2":
-            layer.trainable = layer.name in ("features", "probabilities")
-        elif mode == "all_but_bn":
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-        else:
-            raise errors.ConfigurationError(f"unknown trainable mode {mode!r}")
+#: Every setting of a slice-level run: one field per setting of the recipe
+#: ``multiscale_resnet50`` (paper 001 defaults), generated from it.
+SliceLevelConfig = config_class(MULTISCALE_RESNET50, "SliceLevelConfig")
+#: The stages, in order (the recipe's Stage records).
+STAGES = tuple(stage.name for stage in MULTISCALE_RESNET50.stages)
+#: The small preset used on the built-in phantoms (no --data), from the
+#: recipe: a few minutes on 2 CPU cores instead of the paper's full-size runs.
+PHANTOM_PRESET = MULTISCALE_RESNET50.phantom_preset()
 
 
 def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
@@ -159,15 +74,14 @@ def split_patients(records_list, val_fraction, test_fraction, seed):
             (("train", train), ("val", val), ("test", test))}
 
 
-def _augmenting(model, size, seed):
+def _augmenting(model, size, seed, translation):
     """The model behind paper 001's fused augmentation (active in training only)."""
     import keras
 
     from covid_keras.augment import RandomAffine
 
     inputs = keras.Input(shape=(size, size, 3), name="image")
-    # Translation is 20 px at 224 x 224 in the paper; scaled with the image.
-    augment = RandomAffine(translation=20.0 * size / 224.0, seed=seed, name="augmentation")
+    augment = RandomAffine(translation=translation, seed=seed, name="augmentation")
     return keras.Model(inputs, model(augment(inputs)), name=f"{model.name}_training")
 
 
@@ -223,18 +137,17 @@ def evaluate_slices(model, folder, rows, patients, classes, batch_size, stride=1
 
 
 def train_slice_level(config, log=None):
-    """Runs paper 001's slice-level training; returns the summary dict."""
+    """Runs paper 001's slice-level training (recipe ``multiscale_resnet50``); returns the summary dict."""
     import keras
 
-    from covid_keras.models import multiscale_resnet50
     from covid_keras.preprocess.pipelines import PipelineOptions
 
+    recipe = MULTISCALE_RESNET50
     log = log or printer(config.quiet)
     seed_everything(config.seed)
     dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed,
                                  config.phantom_size)
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir")}
+    settings = config.settings()
     run_dir = config.run_dir or os.path.join(config.runs_root, "slice_level", f"{dataset}-{config_hash(settings)}")
     run = RunFolder.open(run_dir, settings, fresh=config.fresh)
     log(f"run folder: {run.path}")
@@ -246,57 +159,54 @@ def train_slice_level(config, log=None):
         with open(split_path) as f:
             split = json.load(f)
     else:
-        split = split_patients(recs, config.val_fraction, config.test_fraction, config.seed)
+        protocol = recipe.validation(config)
+        split = split_patients(recs, protocol.val_fraction, protocol.test_fraction, config.seed)
         write_json(split_path, split)
     log(f"patients: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test")
 
-    options = PipelineOptions("ct_slices", size=config.image_size, brightness=config.brightness)
+    options = PipelineOptions(**recipe.pipeline(config))
     folder = pipelines.ensure_slice_cache(recs, dataset, options, workers=config.workers or None,
                                           progress=not config.quiet)
     rows, classes = pipelines.manifest_rows(folder)
     train_folder, train_rows = _training_slices(config, recs, dataset, options, split, log) or (folder, rows)
 
-    model = multiscale_resnet50(input_shape=(config.image_size,) * 2 + (3,), weights=config.weights,
-                                dropout=config.dropout)
+    model = recipe.build(config)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
-    trainer = _augmenting(model, config.image_size, config.seed) if config.augment else model
-    results, counts, pseudo, pre_folder = {}, {}, set(), None
-    for stage in STAGES:
-        if stage not in config.stages:
-            continue
-        if stage == "pretrain" and config.pretrain_data:
+    augmentation = recipe.augmentation(config)
+    trainer = (_augmenting(model, config.image_size, config.seed, augmentation["translation"])
+               if augmentation else model)
+    counts, state = {}, {"pseudo": set(), "pre_folder": None}
+
+    def before_stage(stage):
+        if stage.data == "train+pseudo":
+            state["pseudo"] = _run_pseudo_labels(run, model, train_folder, train_rows, split, config, log)
+
+    def stage_data(stage):
+        if stage.data == "pretrain" and config.pretrain_data:
             pre_folder, pre_rows, stage_split = _pretrain_source(config, options, log, split)
-            sources = {"train": (pre_folder, pre_rows), "val": (pre_folder, pre_rows)}
+            state["pre_folder"] = pre_folder
+            sources, validation = {"train": (pre_folder, pre_rows), "val": (pre_folder, pre_rows)}, "pretrain"
         else:
-            sources, stage_split = {"train": (train_folder, train_rows), "val": (folder, rows)}, split
-        if stage == "pseudo_label":
-            pseudo = _run_pseudo_labels(run, model, train_folder, train_rows, split, config, log)
-        set_trainable(model, TRAINABLE[stage])
+            sources, stage_split, validation = {"train": (train_folder, train_rows), "val": (folder, rows)}, split, "val"
+        pseudo = state["pseudo"] if stage.data == "train+pseudo" else set()
         train_sel = pipelines.select_slices(sources["train"][1], stage_split["train"], classes, pseudo=pseudo,
                                             stride=config.slice_stride)
         val_sel = pipelines.select_slices(sources["val"][1], stage_split["val"], classes,
                                           stride=config.slice_stride)
-        counts[stage] = {"train": len(train_sel), "val": len(val_sel)}
-        labels = np.fromiter(train_sel.values(), dtype=int)
-        weights = balanced_class_weights(labels, len(classes))
-        log(f"[{stage}] {len(train_sel)} training / {len(val_sel)} validation slices; class weights: "
-            f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
-        train_ds = pipelines.slice_dataset(sources["train"][0], train_sel, training=True,
-                                           batch_size=config.batch_size, seed=config.seed)
-        val_ds = pipelines.slice_dataset(sources["val"][0], val_sel, training=False, batch_size=config.batch_size)
-        lr = getattr(config, {"pretrain": "pretrain_lr", "last_layers": "last_layers_lr",
-                              "finetune": "finetune_lr", "pseudo_label": "pseudo_lr"}[stage])
-        epochs = getattr(config, {"pretrain": "pretrain_epochs", "last_layers": "last_layers_epochs",
-                                  "finetune": "finetune_epochs", "pseudo_label": "pseudo_epochs"}[stage])
-        # Stages 2-4 share the validation set (stage 1 too, without separate
-        # pre-training data): a stage keeps new weights only if they beat it.
-        earlier = [results[s] for s in STAGES if s in results]
-        same_val = earlier and not (earlier[-1].name == "pretrain" and config.pretrain_data)
-        results[stage] = fit_stage(trainer, run, stage, train_ds, val_ds, learning_rate=lr, epochs=epochs,
-                                   class_weight=weights, verbose=config.verbose, log=log,
-                                   previous=earlier[-1] if same_val else None)
+        counts[stage.name] = {"train": len(train_sel), "val": len(val_sel)}
+        return StageData(
+            train=pipelines.slice_dataset(sources["train"][0], train_sel, training=True,
+                                          batch_size=config.batch_size, seed=config.seed),
+            val=pipelines.slice_dataset(sources["val"][0], val_sel, training=False, batch_size=config.batch_size),
+            labels=np.fromiter(train_sel.values(), dtype=int), what="slices", validation=validation,
+            counts=counts[stage.name])
+
+    # Stages 2-4 share the validation set (stage 1 too, without separate
+    # pre-training data): a stage keeps new weights only if they beat it.
+    results = run_stages(model, run, config.stage_list(), stage_data, classes, trainer=trainer,
+                         before_stage=before_stage, verbose=config.verbose, log=log)
 
     model_path = run.file("model.keras")
     model.save(model_path)
@@ -304,6 +214,7 @@ def train_slice_level(config, log=None):
               for part in ("val", "test") if split[part]}
     summary = {
         "command": "train.slice_level",
+        "recipe": recipe.export_metadata(config),
         "dataset": dataset,
         "classes": classes,
         "cache": folder,
@@ -313,14 +224,15 @@ def train_slice_level(config, log=None):
         "stages": {k: dataclasses.asdict(v) for k, v in results.items()},
         "slices": counts,
         "training_cache": train_folder,
-        "pretrain_cache": pre_folder,
+        "pretrain_cache": state["pre_folder"],
         "slice_report": report,
     }
     if config.export_dir:
         from covid_keras import serving
 
-        summary["exported"] = serving.export(model, config.export_dir, name="multiscale_resnet50",
-                                             metadata={"classes": classes, "pipeline": dataclasses.asdict(options)})
+        summary["exported"] = serving.export(
+            model, config.export_dir, name=recipe.name, class_names=classes, preprocessing=options,
+            metadata={"recipe": summary["recipe"], "classes": classes, "pipeline": dataclasses.asdict(options)})
     write_json(run.file("summary.json"), summary)
     return summary
 
