@@ -196,6 +196,9 @@ class Param:
             ``str`` for None). Booleans become ``--x`` / ``--no-x``;
             tuples take several values.
         flag: the command-line flag when it is not ``--<name>``.
+        hash_default: False for a setting added after run folders were
+            first named: at its default it is left out of the run folder's
+            hash, so that earlier runs keep their folders and resume.
     """
 
     name: str
@@ -206,6 +209,7 @@ class Param:
     ours: str = ""
     kind: type | None = None
     flag: str | None = None
+    hash_default: bool = True
 
     @property
     def option(self):
@@ -233,7 +237,9 @@ class Recipe:
         paper: ``"001 MultiScale (Garg et al.)"``.
         command: the training command (``train.slice_level``), or None
             when none is built yet.
-        builder: the builder's name in :mod:`covid_keras.models`.
+        builder: the builder's name in :mod:`covid_keras.models`, or the
+            builder itself (a callable: a model of your own, see
+            docs/extending.md).
         builder_args: ``config -> dict`` of the builder's arguments.
         classes: key of ``covid_keras.data.datasets.CLASS_NAMES``, or
             ``config -> key`` when a setting chooses it.
@@ -256,7 +262,7 @@ class Recipe:
     name: str
     paper: str
     command: str | None
-    builder: str
+    builder: typing.Any
     builder_args: typing.Callable
     classes: typing.Any
     pipeline: typing.Callable
@@ -333,7 +339,7 @@ class Recipe:
             "recipe": self.name,
             "paper": self.paper,
             "command": self.command,
-            "builder": self.builder,
+            "builder": self.builder_name,
             "builder_args": self.builder_args(config),
             "classes": self.class_names(config),
             "pipeline": self.pipeline(config),
@@ -347,15 +353,28 @@ class Recipe:
 
     def build(self, config, **overrides):
         """Builds the model: ``covid_keras.models.<builder>(**builder_args(config), **overrides)``."""
+        return self.builder_function()(**{**self.builder_args(config), **overrides})
+
+    def builder_function(self):
+        """The builder: ``covid_keras.models.<builder>``, or the callable given."""
+        if callable(self.builder):
+            return self.builder
         from covid_keras import models
 
-        return getattr(models, self.builder)(**{**self.builder_args(config), **overrides})
+        return getattr(models, self.builder)
+
+    @property
+    def builder_name(self):
+        """``multiscale_resnet50``, or ``module.function`` for a builder of your own."""
+        if callable(self.builder):
+            return f"{self.builder.__module__}.{self.builder.__qualname__}"
+        return self.builder
 
     def export_metadata(self, config):
         """What an export records of the recipe: its name, builder, builder arguments, classes, pipeline."""
         return {
             "recipe": self.name,
-            "builder": self.builder,
+            "builder": self.builder_name,
             "builder_args": _jsonable(self.builder_args(config)),
             "classes": self.class_names(config),
             "pipeline": self.pipeline(config),

@@ -92,7 +92,8 @@ def config_class(recipe, class_name, doc=None):
         return recipe.stages_for(self)
 
     def settings(self):
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_HASHED}
+        unhashed = {p.name for p in params if not p.hash_default and getattr(self, p.name) == p.default}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_HASHED and k not in unhashed}
 
     cls = dataclasses.make_dataclass(
         class_name, fields,

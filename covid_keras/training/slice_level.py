@@ -31,10 +31,11 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.recipes import MULTISCALE_RESNET50, config_class
-from covid_keras.training import pipelines
+from covid_keras.training import pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
-from covid_keras.training.runs import RunFolder, config_hash, write_json
+from covid_keras.training.patient_level import import_modules
+from covid_keras.training.runs import write_json
 from covid_keras.training.stages import StageData, run_stages, set_trainable  # noqa: F401 - set_trainable: API
 
 #: Every setting of a slice-level run: one field per setting of the recipe
@@ -47,6 +48,26 @@ STAGES = tuple(stage.name for stage in MULTISCALE_RESNET50.stages)
 PHANTOM_PRESET = MULTISCALE_RESNET50.phantom_preset()
 
 
+def slice_recipe(name):
+    """The recipe of a slice model: ``multiscale_resnet50`` or one registered by an ``--import``-ed module.
+
+    A slice recipe trains with ``train.slice_level`` and takes its settings
+    (a copy of ``multiscale_resnet50`` with another builder: see
+    docs/extending.md); its model has the ``features`` and
+    ``probabilities`` layers the stages and the patient heads use.
+    """
+    from covid_keras import recipes
+
+    recipe = recipes.get(name)
+    if recipe.command != "train.slice_level":
+        slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
+        raise errors.ConfigurationError(
+            f"--backbone {name}: recipe {name!r} is not a slice model (it trains with {recipe.command or 'no command'}); "
+            f"use one of {', '.join(slices)}."
+        )
+    return recipe
+
+
 def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
     """Study records of a real dataset, or of the built-in phantoms."""
     from covid_keras.data import datasets, synthetic
@@ -57,21 +78,8 @@ def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
     return "synthetic-ct", synthetic.ct_dataset(config)
 
 
-def split_patients(records_list, val_fraction, test_fraction, seed):
-    """Patient-grouped, stratified train / validation / test split with the leakage guard."""
-    from covid_keras.data.splits import holdout_split
-
-    labels = {r.label for r in records_list}
-    if len(labels) < 2:
-        only = next(iter(labels)) if labels else "none"
-        raise errors.ConfigurationError(
-            f"the dataset has only one class ({only}); a classifier needs studies of at least two "
-            "classes, check --data and --dataset."
-        )
-    rest, test = holdout_split(records_list, test_size=test_fraction, seed=seed) if test_fraction else (records_list, [])
-    train, val = holdout_split(rest, test_size=val_fraction / max(1e-9, 1 - test_fraction), seed=seed + 1)
-    return {name: sorted({r.patient_id for r in part}) for name, part in
-            (("train", train), ("val", val), ("test", test))}
+#: Kept here for callers of the slice level; the runner owns it.
+split_patients = runner.split_patients
 
 
 def _augmenting(model, size, seed, translation):
@@ -142,27 +150,14 @@ def train_slice_level(config, log=None):
 
     from covid_keras.preprocess.pipelines import PipelineOptions
 
-    recipe = MULTISCALE_RESNET50
     log = log or printer(config.quiet)
+    imports = import_modules(config.import_modules, log) if config.import_modules else []
+    recipe = slice_recipe(config.backbone)
     seed_everything(config.seed)
     dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed,
                                  config.phantom_size)
-    settings = config.settings()
-    run_dir = config.run_dir or os.path.join(config.runs_root, "slice_level", f"{dataset}-{config_hash(settings)}")
-    run = RunFolder.open(run_dir, settings, fresh=config.fresh)
-    log(f"run folder: {run.path}")
-
-    split_path = run.file("split.json")
-    if os.path.exists(split_path):
-        import json
-
-        with open(split_path) as f:
-            split = json.load(f)
-    else:
-        protocol = recipe.validation(config)
-        split = split_patients(recs, protocol.val_fraction, protocol.test_fraction, config.seed)
-        write_json(split_path, split)
-    log(f"patients: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test")
+    run = runner.open_run("slice_level", dataset, config, log)
+    split = runner.holdout_patients(run, recs, recipe.validation(config), config.seed, log)
 
     options = PipelineOptions(**recipe.pipeline(config))
     folder = pipelines.ensure_slice_cache(recs, dataset, options, workers=config.workers or None,
@@ -171,6 +166,12 @@ def train_slice_level(config, log=None):
     train_folder, train_rows = _training_slices(config, recs, dataset, options, split, log) or (folder, rows)
 
     model = recipe.build(config)
+    missing = [n for n in ("features", "probabilities") if n not in {layer.name for layer in model.layers}]
+    if missing:
+        raise errors.ConfigurationError(
+            f"recipe {recipe.name}: its model {model.name!r} has no layer named {' or '.join(missing)}; a slice "
+            "model names its penultimate layer 'features' and its output 'probabilities' (docs/extending.md)."
+        )
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
@@ -215,6 +216,7 @@ def train_slice_level(config, log=None):
     summary = {
         "command": "train.slice_level",
         "recipe": recipe.export_metadata(config),
+        "imports": imports,
         "dataset": dataset,
         "classes": classes,
         "cache": folder,
@@ -227,12 +229,9 @@ def train_slice_level(config, log=None):
         "pretrain_cache": state["pre_folder"],
         "slice_report": report,
     }
-    if config.export_dir:
-        from covid_keras import serving
-
-        summary["exported"] = serving.export(
-            model, config.export_dir, name=recipe.name, class_names=classes, preprocessing=options,
-            metadata={"recipe": summary["recipe"], "classes": classes, "pipeline": dataclasses.asdict(options)})
+    exported = runner.export_model(model, recipe, config, classes, options)
+    if exported:
+        summary["exported"] = exported
     write_json(run.file("summary.json"), summary)
     return summary
 

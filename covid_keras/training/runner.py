@@ -1,0 +1,97 @@
+"""The steps every paper's training command shares, each reading the recipe.
+
+A command line is a recipe plus the data its stages train on::
+
+    run = open_run("slice_level", dataset, config)             # run folder named by the settings' hash
+    split = holdout_patients(run, records, recipe.validation(config), config.seed)   # split.json, guarded
+    ... build the cache and tf.data pipelines (covid_keras.training.pipelines) ...
+    results = stages.run_stages(model, run, config.stage_list(), stage_data, classes, trainer=augmenting_model)
+    ... held-out report (covid_keras.evaluation) ...
+    export_model(model, recipe, config, classes, preprocessing)        # saved_models/<recipe>/<version>
+
+k-fold runs (papers 000 and 003) put :func:`covid_keras.training.crossval.cross_validate`
+around the stages: one resumable sub-run per fold, then a final model.
+"""
+
+import json
+import os
+
+from covid_keras import errors
+from covid_keras.training.runs import RunFolder, config_hash, write_json
+
+
+def open_run(command_dir, prefix, config, log=print):
+    """The run folder of ``config``: ``--run-dir``, or ``<runs_root>/<command_dir>/<prefix>-<hash>``.
+
+    The hash is over ``config.settings()`` (every setting that changes what
+    the run computes), so the same command finds an interrupted run again
+    and resumes it; another setting gets another folder.
+    """
+    settings = config.settings()
+    name = f"{prefix}-{config_hash(settings)}" if prefix else config_hash(settings)
+    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, command_dir, name), settings,
+                         fresh=config.fresh)
+    log(f"run folder: {run.path}")
+    return run
+
+
+def holdout_patients(run, records, protocol, seed, log=print):
+    """The run's patient split (``split.json``): made once, by patient, with the leakage guard; reused on resume.
+
+    Args:
+        run: the :class:`RunFolder`.
+        records: the dataset's :class:`covid_keras.data.datasets.Record` list.
+        protocol: a :class:`covid_keras.recipes.Holdout` (validation and
+            held-out test fractions of the patients).
+        seed: the split's seed.
+
+    Returns:
+        ``{"train": [patient ids], "val": [...], "test": [...]}``.
+    """
+    path = run.file("split.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            split = json.load(f)
+    else:
+        split = split_patients(records, protocol.val_fraction, protocol.test_fraction, seed)
+        write_json(path, split)
+    log(f"patients: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test")
+    return split
+
+
+def split_patients(records_list, val_fraction, test_fraction, seed):
+    """Patient-grouped, stratified train / validation / test split with the leakage guard."""
+    from covid_keras.data.splits import holdout_split
+
+    labels = {r.label for r in records_list}
+    if len(labels) < 2:
+        only = next(iter(labels)) if labels else "none"
+        raise errors.ConfigurationError(
+            f"the dataset has only one class ({only}); a classifier needs studies of at least two "
+            "classes, check --data and --dataset."
+        )
+    rest, test = holdout_split(records_list, test_size=test_fraction, seed=seed) if test_fraction else (records_list, [])
+    train, val = holdout_split(rest, test_size=val_fraction / max(1e-9, 1 - test_fraction), seed=seed + 1)
+    return {name: sorted({r.patient_id for r in part}) for name, part in
+            (("train", train), ("val", val), ("test", test))}
+
+
+def export_model(model, recipe, config, classes, preprocessing, metadata=None):
+    """Exports a trained image model for TF Serving as ``<export_dir>/<recipe name>/<version>``.
+
+    The metadata records the recipe (name, builder, builder arguments,
+    classes, pipeline: :meth:`Recipe.export_metadata`) beside ``metadata``,
+    so that predictions never guess a class list. None when
+    ``config.export_dir`` is None.
+    """
+    if not config.export_dir:
+        return None
+    from covid_keras import serving
+
+    record = recipe.export_metadata(config)
+    if list(classes) != record["classes"]:
+        raise errors.ConfigurationError(
+            f"recipe {recipe.name}: the data's classes {list(classes)} differ from the recipe's {record['classes']}."
+        )
+    return serving.export(model, config.export_dir, name=recipe.name, class_names=list(classes),
+                          preprocessing=preprocessing, metadata={"recipe": record, **(metadata or {})})
