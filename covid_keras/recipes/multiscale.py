@@ -60,6 +60,11 @@ MULTISCALE_RESNET50 = Recipe(
     params=(
         *data_params(("covid-ct-md", "covidx-ct"),
                      dataset_help="layout of --data: covid-ct-md (DICOM series) or covidx-ct (PNG slices)"),
+        Param("backbone", "multiscale_resnet50", "the slice model's recipe: multiscale_resnet50 (paper 001) or "
+                                                 "one that an --import-ed module registers (docs/extending.md)",
+              hash_default=False),
+        Param("import_modules", (), "Python modules (or .py files) to import first: they register their own "
+                                    "slice-model recipes", kind=str, flag="--import", hash_default=False),
         Param("pretrain_data", None, "stage 1's pre-training dataset folder (COVIDx-CT in the paper); without it "
                                      "stage 1 runs on the training slices"),
         Param("pretrain_dataset", "covidx-ct", "layout of --pretrain-data", choices=("covidx-ct", "covid-ct-md")),
@@ -125,7 +130,8 @@ PATIENT_HEADS = Recipe(
     params=(
         Param("slice_run", None, "slice-level run folder (default: the newest finished one under --runs-root)"),
         Param("import_modules", (), "Python modules (or .py files) to import first: they register their own heads "
-                                    "with covid_keras.models.register_head", kind=str),
+                                    "with covid_keras.models.register_head (docs/extending.md)", kind=str,
+              flag="--import"),
         Param("heads", PAPER_HEADS, "heads to train, in the ensemble's input order (registered heads: the "
                                     "paper's four plus any an --import-ed module adds)"),
         Param("batch_size", 64, "studies per batch"),
@@ -135,9 +141,22 @@ PATIENT_HEADS = Recipe(
         *run_params("patient_level", export=False, verbose=2),
     ),
     validation=lambda c: Holdout(),
+    validate=lambda c: _check_heads(c),
     notes="uses the slice-level run's patient split: best weights on its validation patients, reports on its "
           "held-out test patients",
 )
+
+
+def _check_heads(c):
+    # Whether each name is registered is checked once --import has run (train_patient_level).
+    from covid_keras import errors
+
+    repeated = sorted({h for h in c.heads if list(c.heads).count(h) > 1})
+    if not c.heads or repeated:
+        raise errors.ConfigurationError(
+            f"--heads must name at least one head, each once. Received: heads={list(c.heads)}"
+        )
+
 
 ENSEMBLE = Recipe(
     name="ensemble_mlp",
