@@ -15,6 +15,7 @@ _cli.quiet_tensorflow(__name__)
 
 from covid_keras.models.detl import detl_cnn, detl_extend
 from covid_keras.models.ensemble import ensemble_mlp
+from covid_keras.models.heads import HeadSpec, get_head, register_head, registered_heads
 from covid_keras.models.layers import ClippedReLU, ImageNetPreprocessing
 from covid_keras.models.multiscale import multiscale_resnet50
 from covid_keras.models.resnet3d import inflate_from, resnet50_3d
@@ -30,6 +31,7 @@ from covid_keras.models.patient_heads import (
 
 __all__ = [
     "ClippedReLU",
+    "HeadSpec",
     "HierarchicalXrayClassifier",
     "densenet_classifier",
     "detl_cnn",
@@ -43,8 +45,11 @@ __all__ = [
     "MaskedGlobalMaxPooling1D",
     "bilstm_head",
     "ensemble_mlp",
+    "get_head",
     "maxpool_head",
     "multiscale_resnet50",
     "pad_sequences",
+    "register_head",
+    "registered_heads",
     "weighted_features",
 ]

@@ -1,8 +1,9 @@
-"""Paper 001's ensemble over the four patient heads.
+"""Paper 001's ensemble over the patient heads.
 
-The four heads' class probabilities are concatenated (4 x 3 = 12) -> Dense
-10 ReLU -> Dense 3 softmax, with the heads' L1 1e-5 + L2 1e-4 kernel
-regularisation.
+The heads' class probabilities are concatenated (paper 001: 4 heads x 3 =
+12) -> Dense 10 ReLU -> Dense 3 softmax, with the heads' L1 1e-5 + L2 1e-4
+kernel regularisation. The order of the heads is the patient-level run's
+(``--heads``); the exported pipeline records it as ``head_order``.
 """
 
 import keras
@@ -11,15 +12,12 @@ from keras import layers
 from covid_keras import errors
 from covid_keras.models.patient_heads import L1, L2, regularizer
 
-#: The order of the heads' probabilities in the ensemble's input.
-HEAD_ORDER = ("maxpool", "maxpool_weighted", "bilstm", "bilstm_weighted")
-
 
 def ensemble_mlp(num_heads=4, num_classes=3, hidden_units=10, l1=L1, l2=L2, name="ensemble_mlp"):
     """Builds the ensemble MLP: [batch, num_heads * num_classes] -> probabilities.
 
     Args:
-        num_heads: heads whose probabilities are concatenated (4).
+        num_heads: heads whose probabilities are concatenated (paper 001: 4).
         num_classes: classes per head and of the output (3).
         hidden_units: the hidden Dense layer (10).
         l1, l2: kernel regularisation.

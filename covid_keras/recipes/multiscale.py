@@ -131,7 +131,7 @@ PATIENT_HEADS = Recipe(
         Param("slice_run", None, "slice-level run folder (default: the newest finished one under --runs-root)"),
         Param("import_modules", (), "Python modules (or .py files) to import first: they register their own heads "
                                     "with covid_keras.models.register_head (docs/extending.md)", kind=str,
-              flag="--import"),
+              flag="--import", hash_default=False),
         Param("heads", PAPER_HEADS, "heads to train, in the ensemble's input order (registered heads: the "
                                     "paper's four plus any an --import-ed module adds)"),
         Param("batch_size", 64, "studies per batch"),

@@ -27,7 +27,12 @@ tf.Example input these models do not take):
 
 A patient pipeline (:func:`export_patient_pipeline`) has one
 ``serving_default``: ``slices`` float32 [n, H, W, 3], the n slices of ONE
-study -> ``probabilities`` float32 [1, 3], the patient's answer.
+study -> ``probabilities`` float32 [1, classes], the patient's answer.
+
+Class names and preprocessing are never guessed: they come from the
+arguments, or from what the caller's ``metadata`` records (a training run's
+``classes`` and ``pipeline``, or a recipe's
+:meth:`covid_keras.recipes.Recipe.export_metadata` under ``"recipe"``).
 
 REST requests (``curl -d @request.json
 http://host:8501/v1/models/multiscale_resnet50:predict``)::
@@ -64,7 +69,6 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 
 from covid_keras import errors
 
@@ -86,21 +90,12 @@ SLICE_BATCH_SIZE = 32
 #: Kinds of export, as written in the metadata.
 KINDS = ("image", "patient_pipeline")
 
+#: Keras files of a patient pipeline besides its heads' (a head may not take these names).
+PIPELINE_PARTS = ("slice_model", "ensemble")
+
 _TMP_PREFIX = ".export-"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _INTEGER = re.compile(r"[0-9]+")
-# Which preprocessing a model's training used, by builder name (default: xray).
-_DEFAULT_PIPELINE = {"multiscale_resnet50": "ct_slices", "patient_pipeline": "ct_slices"}
-# CLASS_NAMES lists to try, by builder name; the first of the right length wins.
-_DEFAULT_CLASS_LISTS = {
-    "multiscale_resnet50": ("ct3",),
-    "patient_pipeline": ("ct3",),
-    "xray_cnn": ("xraycnn_step1", "xraycnn_step2"),
-    "detl_cnn": ("detl_a", "detl_b"),
-    "densenet_classifier": ("transfer_xray", "transfer_ct"),
-    "new_densenet": ("transfer_xray", "transfer_ct"),
-    "inceptionv3_classifier": ("transfer_xray", "transfer_ct"),
-}
 
 
 # --------------------------------------------------------------------------
@@ -177,7 +172,10 @@ def load_metadata(version_dir):
     ``{"pipeline": "ct_slices", "size": 224, "brightness": 2.0,
     "normalization": "minmax"}``), ``keras_files`` (role -> file name in
     ``assets.extra``), ``versions`` (covid_keras, tensorflow, keras),
-    ``created`` (UTC) and ``metadata`` (the caller's own).
+    ``created`` (UTC) and ``metadata`` (the caller's own). A patient
+    pipeline also has ``head_order`` (the heads, in the ensemble's input
+    order), ``head_features`` (head -> ``"features"`` or ``"weighted"``)
+    and ``slice_batch_size``.
 
     Args:
         version_dir: ``<base_dir>/<name>/<version>``.
@@ -272,40 +270,30 @@ def _num_classes(model, what="model"):
     return int(outputs[0].shape[-1])
 
 
-def _class_names(class_names, builder, num_classes):
-    if class_names is not None:
-        names = [str(c) for c in class_names]
-        if len(names) != num_classes or len(set(names)) != len(names):
-            raise errors.ConfigurationError(
-                f"`class_names` must name each of the model's {num_classes} outputs once, in softmax "
-                f"order. Received: class_names={list(class_names)}"
-            )
-        return names
-    from covid_keras.data.datasets import CLASS_NAMES
-
-    fits = [key for key in _DEFAULT_CLASS_LISTS.get(builder, ()) if len(CLASS_NAMES[key]) == num_classes]
-    if len(fits) == 1:
-        return list(CLASS_NAMES[fits[0]])
-    if len(fits) > 1:  # e.g. xray_cnn: step 1 and step 2 both have 3 classes
-        warnings.warn(
-            f"Model {builder!r} with {num_classes} outputs could use the class list "
-            f"{' or '.join(fits)}; exporting class_0 ... Pass class_names= to name them.",
-            stacklevel=3,
+def _class_names(class_names, model_name, num_classes):
+    """The export's class names: ``class_names`` checked against the output count, never guessed."""
+    if class_names is None:
+        raise errors.ConfigurationError(
+            f"The classes of model {model_name!r} are unknown; pass class_names= (softmax order) or "
+            "metadata={'recipe': recipe.export_metadata(config)} (covid_keras.recipes)."
         )
-        return [f"class_{i}" for i in range(num_classes)]
-    warnings.warn(
-        f"No class list is known for model {builder!r} with {num_classes} outputs; exporting the "
-        "names class_0 ... Pass class_names= to name them.",
-        stacklevel=3,
-    )
-    return [f"class_{i}" for i in range(num_classes)]
+    names = [str(c) for c in class_names]
+    if len(names) != num_classes or len(set(names)) != len(names):
+        raise errors.ConfigurationError(
+            f"`class_names` must name each of the model's {num_classes} outputs once, in softmax "
+            f"order. Received: class_names={list(class_names)}"
+        )
+    return names
 
 
-def _preprocessing(preprocessing, default_pipeline, size, channels):
-    """The preprocessing record of the metadata (what predict_study redoes)."""
+def _preprocessing(preprocessing, model_name, size, channels):
+    """The preprocessing record of the metadata (what predict_study redoes), never guessed."""
     if preprocessing is None:
-        preprocessing = {"pipeline": default_pipeline}
-    elif dataclasses.is_dataclass(preprocessing):  # preprocess.pipelines.PipelineOptions
+        raise errors.ConfigurationError(
+            f"The preprocessing of model {model_name!r} is unknown; pass preprocessing= (e.g. "
+            "{'pipeline': 'xray'}) or metadata={'recipe': recipe.export_metadata(config)} (covid_keras.recipes)."
+        )
+    if dataclasses.is_dataclass(preprocessing):  # preprocess.pipelines.PipelineOptions
         preprocessing = dataclasses.asdict(preprocessing)
     if not isinstance(preprocessing, dict):
         raise errors.ConfigurationError(
@@ -340,21 +328,24 @@ def _preprocessing(preprocessing, default_pipeline, size, channels):
 def _from_metadata(metadata, class_names, preprocessing):
     """Class names and preprocessing a caller put in ``metadata`` instead of the arguments.
 
-    ``metadata["class_names"]`` or ``metadata["classes"]`` (a list), and
+    Used when the argument is None, so that what predict_study redoes is
+    what training did, in this order: ``metadata["class_names"]`` or
+    ``metadata["classes"]`` (a list), else ``metadata["recipe"]["classes"]``
+    (:meth:`covid_keras.recipes.Recipe.export_metadata`); and
     ``metadata["preprocessing"]`` or ``metadata["pipeline"]`` (a dict with a
-    ``"pipeline"`` key, e.g. ``dataclasses.asdict(PipelineOptions)``), are
-    used when the argument is None, so that what predict_study redoes is
-    what training did.
+    ``"pipeline"`` key, e.g. ``dataclasses.asdict(PipelineOptions)``), else
+    ``metadata["recipe"]["pipeline"]``.
     """
+    recipe = metadata.get("recipe") if isinstance(metadata.get("recipe"), dict) else {}
     if class_names is None:
-        for key in ("class_names", "classes"):
-            if isinstance(metadata.get(key), (list, tuple)):
-                class_names = metadata[key]
+        for value in (metadata.get("class_names"), metadata.get("classes"), recipe.get("classes")):
+            if isinstance(value, (list, tuple)):
+                class_names = value
                 break
     if preprocessing is None:
-        for key in ("preprocessing", "pipeline"):
-            if isinstance(metadata.get(key), dict) and "pipeline" in metadata[key]:
-                preprocessing = metadata[key]
+        for value in (metadata.get("preprocessing"), metadata.get("pipeline"), recipe.get("pipeline")):
+            if isinstance(value, dict) and "pipeline" in value:
+                preprocessing = value
                 break
     return class_names, preprocessing
 
@@ -528,19 +519,18 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
         metadata: a JSON-serialisable dict stored as ``metadata`` in
             ``covid_keras.json`` (training data, metrics, git commit ...).
             Never put patient identifiers in it. Its ``class_names`` /
-            ``classes`` and ``preprocessing`` / ``pipeline`` entries stand
-            in for the arguments below when those are None.
+            ``classes`` and ``preprocessing`` / ``pipeline`` entries, or
+            those of its ``recipe`` record
+            (:meth:`covid_keras.recipes.Recipe.export_metadata`), stand in
+            for the arguments below when those are None.
         image_bytes_endpoint: also add ``serving_bytes``.
-        class_names: names of the outputs in softmax order (default: the
-            paper's list for the model's builder, see
-            ``covid_keras.data.datasets.CLASS_NAMES``, with a warning when
-            none fits).
+        class_names: names of the outputs in softmax order (default: from
+            ``metadata``; never guessed).
         preprocessing: what turns a study or image into the model's input:
             a dict such as ``{"pipeline": "ct_slices", "brightness": 2.0,
             "normalization": "minmax"}`` or ``{"pipeline": "xray"}``, or a
-            ``PipelineOptions``; default ``ct_slices`` for
-            ``multiscale_resnet50``, ``xray`` otherwise. The size is the
-            model's input side.
+            ``PipelineOptions`` (default: from ``metadata``; never
+            guessed). The size is the model's input side.
 
     Returns:
         The version folder's path.
@@ -548,12 +538,14 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
     Raises:
         ConfigurationError: the model does not have one image input and one
             probability output, a bad name / version / metadata /
-            preprocessing, or the version exists already.
+            preprocessing, class names or preprocessing that neither the
+            arguments nor ``metadata`` give, or the version exists already.
 
     Example:
         >>> from covid_keras import models
         >>> m = models.xray_cnn(num_classes=3)
-        >>> export(m, "/tmp/saved_models", version=1)         # doctest: +SKIP
+        >>> export(m, "/tmp/saved_models", version=1, class_names=["normal", "bacterial", "viral"],
+        ...        preprocessing={"pipeline": "xray"})         # doctest: +SKIP
         '/tmp/saved_models/xray_cnn/1'
     """
     base_dir, name, version = _split_version_dir(base_dir, name, version)
@@ -564,7 +556,7 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
     metadata = _check_metadata(metadata)
     class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
     names = _class_names(class_names, model.name, num_classes)
-    prep = _preprocessing(preprocessing, _DEFAULT_PIPELINE.get(model.name, "xray"), shape[0], shape[2])
+    prep = _preprocessing(preprocessing, model.name, shape[0], shape[2])
     if shape[0] != shape[1]:
         raise errors.ConfigurationError(
             f"The preprocessing pipelines make square images; model {model.name!r} takes {shape[:2]}."
@@ -619,67 +611,90 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
 
 
 def _head_list(heads):
-    from covid_keras.models.ensemble import HEAD_ORDER
-
+    """``[(name, model)]`` in the order given: a dict, or (name, model) pairs."""
     if isinstance(heads, dict):
-        if set(heads) != set(HEAD_ORDER):
+        pairs = list(heads.items())
+    else:
+        pairs = list(heads)
+        if not all(isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
             raise errors.ConfigurationError(
-                f"`heads` must have exactly the keys {HEAD_ORDER}. Received: keys={sorted(heads)}"
+                "`heads` must be a dict {name: model} or a list of (name, model) pairs, in the ensemble's input "
+                "order; the names say which features each head takes."
             )
-        return [(key, heads[key]) for key in HEAD_ORDER]
-    heads = list(heads)
-    if len(heads) != len(HEAD_ORDER):
+    names = [key for key, _ in pairs]
+    if not pairs or len(set(names)) != len(names):
+        raise errors.ConfigurationError(f"`heads` must name at least one head, each once. Received: {names}")
+    clash = [key for key in names if key in PIPELINE_PARTS or not _NAME.fullmatch(key)]
+    if clash:
         raise errors.ConfigurationError(
-            f"`heads` must be a dict or a list of the {len(HEAD_ORDER)} heads in the order {HEAD_ORDER}. "
-            f"Received: {len(heads)} heads"
+            f"head names become file names beside {', '.join(PIPELINE_PARTS)}: use letters, digits, '.', '_' or "
+            f"'-' and neither of those two. Received: {clash}"
         )
-    return list(zip(HEAD_ORDER, heads))
+    return pairs
 
 
-def _check_head(key, head, want_dim, num_classes):
-    inputs = getattr(head, "inputs", None) or []
-    dim = inputs[0].shape[-1] if len(inputs) == 2 and len(inputs[0].shape) == 3 else None
-    if dim != want_dim:
-        raise errors.ConfigurationError(
-            f"Head {key!r} ({head.name}) must take [slice_features [batch, T, {want_dim}], slice_mask] "
-            f"(the {'weighted ' if 'weighted' in key else ''}slice features). Received: input shapes "
-            f"{[tuple(t.shape) for t in inputs]}"
-        )
-    if _num_classes(head, f"head {key!r}") != num_classes:
-        raise errors.ConfigurationError(
-            f"Head {key!r} ({head.name}) gives {_num_classes(head)} classes; the slice model gives "
-            f"{num_classes}."
-        )
+def _head_features(head_list, head_features):
+    """``{name: "features" | "weighted"}``: ``head_features`` where given, else the head's registration."""
+    from covid_keras.models import heads as registry
+
+    head_features = dict(head_features or {})
+    unknown = sorted(set(head_features) - {key for key, _ in head_list})
+    if unknown:
+        raise errors.ConfigurationError(f"`head_features` names heads that `heads` has not: {unknown}")
+    out = {}
+    for key, _ in head_list:
+        if key not in head_features and key not in registry.registered_heads():
+            raise errors.ConfigurationError(
+                f"Head {key!r} is not registered (covid_keras.models.register_head); pass "
+                f"head_features={{{key!r}: 'features' or 'weighted'}}."
+            )
+        kind = head_features.get(key) or registry.get_head(key).features
+        if kind not in registry.FEATURE_KINDS:
+            raise errors.ConfigurationError(
+                f"`head_features[{key!r}]` must be one of {registry.FEATURE_KINDS}. Received: {kind!r}"
+            )
+        out[key] = kind
+    return out
 
 
 def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patient_pipeline", version=None,
-                            metadata=None, *, class_names=None, preprocessing=None,
+                            metadata=None, *, class_names=None, preprocessing=None, head_features=None,
                             slice_batch_size=SLICE_BATCH_SIZE):
     """Exports paper 001's whole patient-level model as ONE SavedModel.
 
     ``serving_default``: ``slices`` float32 [n, H, W, 3], the n >= 1 slices
     of one study as :func:`covid_keras.preprocess.ct_slices` makes them (the
     grey slice repeated over 3 channels, values 0-255) -> ``probabilities``
-    float32 [1, 3]. Inside: the slice model gives per-slice ``features``
-    (1024) and probabilities (3), run ``slice_batch_size`` slices at a time;
-    the weighted features are ``concat(features * p_c)`` (3072, as
-    :func:`covid_keras.models.weighted_features`); the four heads take
-    ``[features[None], all-True mask[None]]`` (Maxpool and BiLSTM the 1024-d,
-    the weighted ones the 3072-d features); their probabilities,
-    concatenated in the order maxpool, maxpool_weighted, bilstm,
-    bilstm_weighted (12), go through the ensemble MLP. Input checks as for
-    :func:`export`. Every ``.keras`` model goes in ``assets.extra/``.
+    float32 [1, classes]. Inside: the slice model gives per-slice
+    ``features`` (F, 1024 in paper 001) and probabilities (C), run
+    ``slice_batch_size`` slices at a time; the weighted features are
+    ``concat(features * p_c)`` (C * F, as
+    :func:`covid_keras.models.weighted_features`); each head takes
+    ``{"slice_features": x[None], "slice_mask": all-True mask[None]}`` with
+    ``x`` the features or the weighted features, as it was trained; the
+    heads' probabilities, concatenated in the order of ``heads`` (paper 001:
+    maxpool, maxpool_weighted, bilstm, bilstm_weighted, 12 values), go
+    through the ensemble MLP. Input checks as for :func:`export`. Every
+    ``.keras`` model goes in ``assets.extra/``; the metadata records
+    ``head_order`` and ``head_features``.
 
     Args:
         slice_model: :func:`covid_keras.models.multiscale_resnet50` (a model
             with a ``features`` layer and a probability output).
-        heads: dict with keys ``maxpool``, ``maxpool_weighted``, ``bilstm``,
-            ``bilstm_weighted`` (or a list in that order).
-        ensemble: :func:`covid_keras.models.ensemble_mlp`.
+        heads: dict ``{name: head model}`` in the ensemble's input order, or
+            a list of ``(name, model)`` pairs. Each model has the inputs
+            ``slice_features`` and ``slice_mask`` and one probability output
+            (:func:`covid_keras.models.register_head`).
+        ensemble: :func:`covid_keras.models.ensemble_mlp` with
+            ``num_heads=len(heads)``.
         base_dir, name, version, metadata: as for :func:`export`.
-        class_names: default ``CLASS_NAMES["ct3"]``.
-        preprocessing: default ``{"pipeline": "ct_slices", "brightness": 2.0,
-            "normalization": "minmax"}``.
+        class_names: the ensemble's classes in softmax order (default: from
+            ``metadata``, as for :func:`export`; never guessed).
+        preprocessing: the slices' ``ct_slices`` preprocessing (default:
+            from ``metadata``, as for :func:`export`).
+        head_features: ``{name: "features" | "weighted"}``, which per-slice
+            features each head takes; a head left out takes what its
+            registration says (:func:`covid_keras.models.get_head`).
         slice_batch_size: slices per slice-model call inside the graph.
 
     Returns:
@@ -687,8 +702,11 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
 
     Raises:
         ConfigurationError: the models do not fit together (feature widths,
-            class counts, head keys), or bad arguments as for :func:`export`.
+            class counts, head names, an unregistered head without
+            ``head_features``), or bad arguments as for :func:`export`.
     """
+    from covid_keras.models.heads import check_head_model
+
     base_dir, name, version = _split_version_dir(base_dir, name, version)
     shape = _image_input(slice_model, "slice model")
     num_classes = _num_classes(slice_model, "slice model")
@@ -701,14 +719,15 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
         ) from None
     feature_dim = int(features_layer.output.shape[-1])
     head_list = _head_list(heads)
+    kinds = _head_features(head_list, head_features)
+    widths = {"features": feature_dim, "weighted": feature_dim * num_classes}
     for key, head in head_list:
-        _check_head(key, head, feature_dim * num_classes if key.endswith("weighted") else feature_dim,
-                    num_classes)
+        check_head_model(key, head, widths[kinds[key]], num_classes)
     ensemble_inputs = getattr(ensemble, "inputs", None) or []
     if len(ensemble_inputs) != 1 or ensemble_inputs[0].shape[-1] != len(head_list) * num_classes:
         raise errors.ConfigurationError(
             f"The ensemble {ensemble.name!r} must take one [batch, {len(head_list) * num_classes}] input "
-            f"(4 heads x {num_classes} probabilities). Received: input shapes "
+            f"({len(head_list)} heads x {num_classes} probabilities). Received: input shapes "
             f"{[tuple(t.shape) for t in ensemble_inputs]}"
         )
     out_classes = _num_classes(ensemble, "ensemble")
@@ -722,8 +741,8 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
         )
     slice_batch_size = int(slice_batch_size)
     class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
-    names = _class_names(class_names, "patient_pipeline", out_classes)
-    prep = _preprocessing(preprocessing, "ct_slices", shape[0], shape[2])
+    names = _class_names(class_names, name, out_classes)
+    prep = _preprocessing(preprocessing, name, shape[0], shape[2])
 
     import keras
     import tensorflow as tf
@@ -767,8 +786,10 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
             mask = tf.ones([1, n], tf.bool)
             head_probs = []
             for key, head in head_list:
-                x = weighted if key.endswith("weighted") else features
-                head_probs.append(tf.cast(head([x[None], mask], training=False), tf.float32))
+                x = weighted if kinds[key] == "weighted" else features
+                # By input name: a researcher's head may list its two inputs in either order.
+                head_out = head({"slice_features": x[None], "slice_mask": mask}, training=False)
+                head_probs.append(tf.cast(head_out, tf.float32))
             return {OUTPUT_KEY: _probabilities(ensemble, tf.concat(head_probs, axis=-1))}
 
         archive.add_endpoint(SERVING_DEFAULT, serving_default)
@@ -794,6 +815,7 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
         "models": {"slice_model": slice_model.name, **{key: head.name for key, head in head_list},
                    "ensemble": ensemble.name},
         "head_order": [key for key, _ in head_list],
+        "head_features": kinds,
         "slice_batch_size": slice_batch_size,
     })
     final, _ = _publish(os.path.join(base_dir, name), version, build, meta)

@@ -1,23 +1,28 @@
-"""Paper 001, levels 2 and 3: the four patient heads, then the ensemble.
+"""Paper 001, levels 2 and 3: the patient heads, then the ensemble.
 
 Per-slice features are extracted once per study from the slice classifier
-(features A: the 1024-d ``features`` layer; features B: 3072-d, A times each
-class probability) and stored in the run folder. The four heads
-(Maxpool, Maxpool-Weighted, BiLSTM, BiLSTM-Weighted) train on padded,
-masked slice sequences; the ensemble on their 12 concatenated
-probabilities. Everything uses the slice-level run's patient split: heads
-and ensemble select their best weights on the validation patients and are
-reported on the held-out test patients.
+(``features``: the 1024-d ``features`` layer; ``weighted``: 3072-d, those
+times each class probability) and stored in the run folder. The heads
+(paper 001's Maxpool, Maxpool-Weighted, BiLSTM and BiLSTM-Weighted, or any
+registered with :func:`covid_keras.models.register_head`, in a module
+given to ``--import``) train on padded, masked slice sequences; the
+ensemble on their concatenated probabilities, one input per trained head.
+Everything uses the slice-level run's patient split: heads and ensemble
+select their best weights on the validation patients and are reported on
+the held-out test patients. Settings come from the recipes
+``patient_heads`` and ``ensemble_mlp`` (:mod:`covid_keras.recipes.multiscale`).
 """
 
-import dataclasses
 import glob
+import importlib
 import os
+import sys
 
 import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
+from covid_keras.recipes import ENSEMBLE, PATIENT_HEADS, config_class
 from covid_keras.training import pipelines
 from covid_keras.training.fitting import (
     balanced_class_weights,
@@ -26,68 +31,14 @@ from covid_keras.training.fitting import (
     printer,
     seed_everything,
 )
-from covid_keras.models.ensemble import HEAD_ORDER
 from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
 
-_HEAD_KINDS = {
-    "maxpool": ("A", "maxpool_head"),
-    "maxpool_weighted": ("B", "maxpool_head"),
-    "bilstm": ("A", "bilstm_head"),
-    "bilstm_weighted": ("B", "bilstm_head"),
-}
-#: The heads, in the ensemble's input order, ``models.ensemble.HEAD_ORDER``
-#: (the one list the exporter uses too): (feature set, builder).
-HEADS = {name: _HEAD_KINDS[name] for name in HEAD_ORDER}
-
-
-@dataclasses.dataclass
-class PatientLevelConfig:
-    """Settings of the patient-level heads (paper 001 defaults)."""
-
-    slice_run: str | None = None
-    heads: tuple = tuple(HEADS)
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    epochs: int = 25
-    l1: float = 1e-5
-    l2: float = 1e-4
-    lstm_units: int = 512
-    seed: int = 0
-    run_dir: str | None = None
-    runs_root: str = "runs"
-    fresh: bool = False
-    verbose: int = 2
-    quiet: bool = False
-
-    def __post_init__(self):
-        unknown = sorted(set(self.heads) - set(HEADS))
-        if unknown:
-            raise errors.ConfigurationError(f"unknown heads {unknown}; --heads takes some of {', '.join(HEADS)}.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise errors.ConfigurationError(
-                f"--epochs and --batch-size must be at least 1. Received: epochs={self.epochs}, "
-                f"batch_size={self.batch_size}"
-            )
-
-
-@dataclasses.dataclass
-class EnsembleConfig:
-    """Settings of the ensemble MLP (paper 001 defaults)."""
-
-    patient_run: str | None = None
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    epochs: int = 200
-    l1: float = 1e-5
-    l2: float = 1e-4
-    seed: int = 0
-    run_dir: str | None = None
-    runs_root: str = "runs"
-    export_dir: str | None = "saved_models"
-    fresh: bool = False
-    verbose: int = 0
-    quiet: bool = False
+PatientLevelConfig = config_class(
+    PATIENT_HEADS, "PatientLevelConfig",
+    "Settings of the patient-level heads (recipe patient_heads: paper 001 defaults).")
+EnsembleConfig = config_class(
+    ENSEMBLE, "EnsembleConfig", "Settings of the ensemble MLP (recipe ensemble_mlp: paper 001 defaults).")
 
 
 def latest_run(runs_root, command, what):
@@ -108,12 +59,110 @@ def source_run(path, runs_root, command, flag):
 
 
 # --------------------------------------------------------------------------
+# Modules that register heads (--import)
+# --------------------------------------------------------------------------
+
+
+def import_modules(specs, log=print):
+    """Imports the modules that register researchers' heads (``--import``).
+
+    Args:
+        specs: module names (importable from the current folder or
+            ``sys.path``) or paths to ``.py`` files (imported under their
+            file name, from their folder).
+        log: where one-line messages go.
+
+    Returns:
+        What a run records to import them again (:func:`reimport_modules`):
+        ``[{"module": as given, "name": module name, "file": absolute path}]``.
+
+    Raises:
+        ConfigurationError: a module cannot be found or fails to import.
+    """
+    records = []
+    for spec in specs:
+        if spec.endswith(".py") or os.sep in spec or (os.altsep and os.altsep in spec):
+            path = os.path.abspath(spec)
+            if not os.path.isfile(path):
+                raise errors.ConfigurationError(
+                    f"--import {spec}: no such file; give a module name or the path of a .py file."
+                )
+            module = _import(os.path.splitext(os.path.basename(path))[0], os.path.dirname(path), spec,
+                             expected_file=path)
+        else:
+            module = _import(spec, os.getcwd(), spec, first=False)
+        file = os.path.abspath(module.__file__) if getattr(module, "__file__", None) else None
+        log(f"imported {spec} ({file})")
+        records.append({"module": spec, "name": module.__name__, "file": file})
+    return records
+
+
+def reimport_modules(records, where):
+    """Imports again the modules a patient-level run imported (its summary's ``imports``).
+
+    Each is imported by its recorded name from the folder of its recorded
+    file, so a later command needs no ``--import`` and loads the run's heads
+    (their custom layers) with ``safe_mode=True``.
+
+    Raises:
+        ConfigurationError: a recorded module's file is gone or fails to import.
+    """
+    for record in records:
+        name, file = record["name"], record.get("file")
+        if name in sys.modules:
+            continue
+        if not file or not os.path.isfile(file):
+            raise errors.ConfigurationError(
+                f"{where}: its heads need the module {record['module']!r} ({file}), which is not there any more; "
+                "put it back or train the heads again."
+            )
+        root = os.path.dirname(file)
+        if os.path.basename(file) == "__init__.py":
+            root = os.path.dirname(root)
+        for _ in name.split(".")[1:]:
+            root = os.path.dirname(root)
+        _import(name, root, record["module"], expected_file=file)
+
+
+def _import(name, root, what, expected_file=None, first=True):
+    """``importlib.import_module(name)`` with ``root`` on ``sys.path`` meanwhile (first, or last)."""
+    added = root not in sys.path
+    if added and first:
+        sys.path.insert(0, root)
+    elif added:
+        sys.path.append(root)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            raise errors.ConfigurationError(
+                f"--import {what}: no module {name!r} in the current folder or on sys.path; give a module name "
+                "or the path of a .py file."
+            ) from None
+        raise errors.ConfigurationError(f"--import {what}: the module failed to import ({e}).") from e
+    except Exception as e:  # the module's own code failed: say which module, keep the cause for --debug
+        raise errors.ConfigurationError(
+            f"--import {what}: the module failed to import ({type(e).__name__}: {e})."
+        ) from e
+    finally:
+        if added:
+            sys.path.remove(root)
+    found = os.path.abspath(getattr(module, "__file__", None) or "")
+    if expected_file is not None and found != os.path.abspath(expected_file):
+        raise errors.ConfigurationError(
+            f"--import {what}: another module named {name!r} ({found}) is imported already; rename the file."
+        )
+    return module
+
+
+# --------------------------------------------------------------------------
 # Features
 # --------------------------------------------------------------------------
 
 
 def extract_features(model_path, cache, out_path, batch_size=64, log=print):
-    """Per-study features A and slice probabilities, extracted once into ``out_path`` (.npz)."""
+    """Per-study ``features`` and slice probabilities, extracted once into ``out_path`` (.npz)."""
     import keras
 
     if os.path.exists(out_path):
@@ -147,10 +196,12 @@ def load_features(path):
 
 
 def feature_set(features, probabilities, kind):
-    """Features A (as extracted) or B (weighted by each class probability)."""
+    """A head's per-slice features: ``"features"`` (as extracted) or ``"weighted"`` (times each class probability)."""
     from covid_keras.models import weighted_features
 
-    return features if kind == "A" else weighted_features(features, probabilities)
+    if kind not in ("features", "weighted"):
+        raise errors.ConfigurationError(f"`kind` must be 'features' or 'weighted'. Received: kind={kind!r}")
+    return features if kind == "features" else weighted_features(features, probabilities)
 
 
 def sequence_dataset(items, *, training, batch_size, seed=0):
@@ -178,12 +229,15 @@ def _items(studies, patients, kind):
     return [(feature_set(f, p, kind), label) for _, _, label, f, p in chosen]
 
 
-def _predict_heads(predictors, studies, batch_size):
-    """[n_studies, 4 * 3] concatenated head probabilities, in HEAD_ORDER (``predictors``: name -> :class:`Predictor`)."""
+def _predict_heads(predictors, features, studies, batch_size):
+    """[n_studies, heads * classes] concatenated head probabilities, in the order of ``predictors``.
+
+    ``predictors``: name -> :class:`Predictor`; ``features``: name -> the
+    feature kind the head takes.
+    """
     columns = []
-    for name in HEAD_ORDER:
-        predictor, kind = predictors[name], HEADS[name][0]
-        items = [(feature_set(f, p, kind), label) for _, _, label, f, p in studies]
+    for name, predictor in predictors.items():
+        items = [(feature_set(f, p, features[name]), label) for _, _, label, f, p in studies]
         columns.append(predictor(sequence_dataset(items, training=False, batch_size=batch_size)))
     return np.concatenate(columns, axis=-1)
 
@@ -194,15 +248,30 @@ def _predict_heads(predictors, studies, batch_size):
 
 
 def train_patient_level(config, log=None):
-    """Trains the four patient heads on a slice-level run; returns the summary."""
+    """Trains the patient heads on a slice-level run; returns the summary.
+
+    Imports ``config.import_modules`` first, so ``config.heads`` may name
+    any registered head (:func:`covid_keras.models.register_head`); each
+    head gets the features its registration names. The summary records the
+    heads' order, features and builders and the imported modules (its own
+    and the slice-level run's), which :func:`train_ensemble` imports again.
+
+    Raises:
+        ConfigurationError: an unknown head, a module that cannot be
+            imported, or no finished slice-level run.
+    """
     from covid_keras import models
 
     log = log or printer(config.quiet)
+    # Before seeding: whatever a module draws at import leaves the seeded sequence alone.
+    imported = import_modules(config.import_modules, log=log)
+    specs = {name: models.get_head(name) for name in config.heads}
+    stage = config.stage_list()[0]
     seed_everything(config.seed)
     slice_run, source = source_run(config.slice_run, config.runs_root, "slice_level", "--slice-run")
+    reimport_modules(source.get("imports", []), slice_run)  # a slice model of one's own (--backbone)
     split = read_json(os.path.join(slice_run, "split.json"), "the slice-level run has no split.json.")
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("run_dir", "fresh", "verbose", "quiet")}
+    settings = config.settings()  # without --import, named as before the flag existed (hash_default=False)
     settings["slice_run"] = os.path.abspath(slice_run)
     run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "patient_level", config_hash(settings)),
                          settings, fresh=config.fresh)
@@ -211,36 +280,37 @@ def train_patient_level(config, log=None):
     studies = extract_features(source["model"], source["cache"], run.file("features.npz"), log=log)
 
     paths, reports = {}, {}
-    for name in config.heads:
-        kind, builder = HEADS[name]
-        train_items = _items(studies, split["train"], kind)
-        val_items = _items(studies, split["val"], kind)
+    for name, spec in specs.items():
+        train_items = _items(studies, split["train"], spec.features)
+        val_items = _items(studies, split["val"], spec.features)
         labels = np.array([y for _, y in train_items])
         weights = balanced_class_weights(labels, len(classes))
         log(f"[{name}] {len(train_items)} training / {len(val_items)} validation studies; class weights: "
             f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
-        kwargs = {"feature_dim": train_items[0][0].shape[-1], "num_classes": len(classes),
-                  "l1": config.l1, "l2": config.l2, "name": f"{name}_head"}
-        if builder == "bilstm_head":
-            kwargs["lstm_units"] = config.lstm_units
-        head = getattr(models, builder)(**kwargs)
+        head = spec.build(train_items[0][0].shape[-1], len(classes), l1=config.l1, l2=config.l2,
+                          lstm_units=config.lstm_units)
         fit_stage(head, run, name, sequence_dataset(train_items, training=True, batch_size=config.batch_size,
                                                     seed=config.seed),
                   sequence_dataset(val_items, training=False, batch_size=config.batch_size),
-                  learning_rate=config.learning_rate, epochs=config.epochs, class_weight=weights,
-                  verbose=config.verbose, log=log)
+                  learning_rate=stage.schedule, optimizer=stage.optimizer, epochs=stage.epochs,
+                  class_weight=weights, verbose=config.verbose, log=log)
         paths[name] = run.file("heads", f"{name}.keras")
         head.save(paths[name])
         predictor = Predictor(head)
         for part in ("val", "test"):
-            part_items = _items(studies, split[part], kind)
+            part_items = _items(studies, split[part], spec.features)
             if part_items:
                 ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
                 probs = predictor(ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
-    summary = {"command": "train.patient_level", "slice_run": os.path.abspath(slice_run), "classes": classes,
-               "features": run.file("features.npz"), "heads": paths, "reports": reports,
-               "slice_model": source["model"], "pipeline": source.get("pipeline")}
+    summary = {"command": "train.patient_level", "recipe": PATIENT_HEADS.export_metadata(config),
+               "slice_run": os.path.abspath(slice_run), "classes": classes,
+               "features": run.file("features.npz"), "heads": paths, "head_order": list(specs),
+               "head_specs": {name: {"features": spec.features, "builder": spec.builder_path}
+                              for name, spec in specs.items()},
+               "imports": imported, "slice_imports": source.get("imports", []), "reports": reports,
+               "slice_model": source["model"], "pipeline": source.get("pipeline"),
+               "slice_recipe": source.get("recipe")}
     write_json(run.file("summary.json"), summary)
     return summary
 
@@ -251,36 +321,43 @@ def train_patient_level(config, log=None):
 
 
 def train_ensemble(config, log=None):
-    """Trains the ensemble MLP on the heads' probabilities; returns the summary."""
+    """Trains the ensemble MLP on the heads' probabilities; returns the summary.
+
+    One input per head the patient-level run trained, in its order; the
+    modules it imported (``--import``) are imported again first. With
+    ``config.export_dir``, exports slice model, heads and ensemble as one
+    SavedModel (:func:`covid_keras.serving.export_patient_pipeline`).
+
+    Raises:
+        ConfigurationError: no finished patient-level run, or a module it
+            imported is gone.
+    """
     import keras
 
     from covid_keras import models
 
     log = log or printer(config.quiet)
-    seed_everything(config.seed)
     patient_run, source = source_run(config.patient_run, config.runs_root, "patient_level", "--patient-run")
+    reimport_modules(source.get("slice_imports", []) + source.get("imports", []), patient_run)
+    stage = config.stage_list()[0]
+    seed_everything(config.seed)
     split = read_json(os.path.join(source["slice_run"], "split.json"), "the slice-level run has no split.json.")
-    missing = [h for h in HEADS if h not in source["heads"]]
-    if missing:
-        raise errors.ConfigurationError(
-            f"{patient_run}: the ensemble needs all four heads; {', '.join(missing)} were not trained "
-            "(run train.patient_level with every head)."
-        )
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("run_dir", "fresh", "verbose", "quiet", "export_dir")}
+    order = source.get("head_order") or list(source["heads"])
+    features = {name: _head_features(source, name) for name in order}
+    settings = config.settings()
     settings["patient_run"] = os.path.abspath(patient_run)
     run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "ensemble", config_hash(settings)),
                          settings, fresh=config.fresh)
     log(f"run folder: {run.path}")
     classes = source["classes"]
-    heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in HEADS}
+    heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in order}
     predictors = {name: Predictor(head) for name, head in heads.items()}
     studies = load_features(source["features"])
     parts, keys = {}, {}
     for part in ("train", "val", "test"):
         chosen = [s for s in studies if s[1] in set(split[part])]
         if chosen:
-            parts[part] = (_predict_heads(predictors, chosen, 64), np.array([s[2] for s in chosen]))
+            parts[part] = (_predict_heads(predictors, features, chosen, 64), np.array([s[2] for s in chosen]))
             keys[part] = [(s[0], s[1]) for s in chosen]
     import tensorflow as tf
 
@@ -293,11 +370,12 @@ def train_ensemble(config, log=None):
 
     labels = parts["train"][1]
     weights = balanced_class_weights(labels, len(classes))
-    log(f"[ensemble] {len(labels)} training / {len(parts['val'][1])} validation studies; class weights: "
+    log(f"[ensemble] {len(order)} heads ({', '.join(order)}); {len(labels)} training / {len(parts['val'][1])} "
+        "validation studies; class weights: "
         f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
-    ensemble = models.ensemble_mlp(num_heads=len(HEADS), num_classes=len(classes), l1=config.l1, l2=config.l2)
+    ensemble = models.ensemble_mlp(num_heads=len(order), num_classes=len(classes), l1=config.l1, l2=config.l2)
     fit_stage(ensemble, run, "ensemble", batches("train", True), batches("val", False),
-              learning_rate=config.learning_rate, epochs=config.epochs, class_weight=weights,
+              learning_rate=stage.schedule, optimizer=stage.optimizer, epochs=stage.epochs, class_weight=weights,
               verbose=config.verbose, log=log)
     path = run.file("ensemble.keras")
     ensemble.save(path)
@@ -310,13 +388,45 @@ def train_ensemble(config, log=None):
                    for (key, pid), y, p in zip(keys[part], parts[part][1], probs)]
     write_json(run.file("predictions.json"), predictions)
     summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
-               "model": path, "reports": reports, "predictions": run.file("predictions.json")}
+               "head_order": order, "model": path, "reports": reports, "predictions": run.file("predictions.json")}
     if config.export_dir:
         from covid_keras import serving
 
         slice_model = keras.saving.load_model(source["slice_model"], safe_mode=True, compile=False)
         summary["exported"] = serving.export_patient_pipeline(
-            slice_model, heads, ensemble, config.export_dir,
-            metadata={"classes": classes, "pipeline": source.get("pipeline")})
+            slice_model, heads, ensemble, config.export_dir, head_features=features, class_names=classes,
+            preprocessing=source.get("pipeline"), metadata=_pipeline_metadata(config, source, order, features))
     write_json(run.file("summary.json"), summary)
     return summary
+
+
+def _head_features(source, name):
+    """The feature kind a trained head takes: as the run recorded it (older runs: as registered)."""
+    from covid_keras import models
+
+    recorded = (source.get("head_specs") or {}).get(name)
+    return recorded["features"] if recorded else models.get_head(name).features
+
+
+def _pipeline_metadata(config, source, order, features):
+    """What the exported patient pipeline records of how it was made (no patient data).
+
+    ``recipe``: the ensemble recipe's record, with the builder arguments
+    that rebuild this ensemble and the classes and preprocessing of this
+    chain; ``heads``: name, features and builder of each head, in the
+    ensemble's input order; ``patient_recipe`` and ``slice_recipe``: the
+    records of the runs it rests on (None for runs that kept none).
+    """
+    classes = source["classes"]
+    recipe = ENSEMBLE.export_metadata(config)
+    recipe["builder_args"] = {**recipe["builder_args"], "num_heads": len(order), "num_classes": len(classes)}
+    recipe["classes"] = list(classes)
+    if source.get("pipeline"):
+        recipe["pipeline"] = source["pipeline"]
+    specs = source.get("head_specs") or {}
+    heads = [{"name": name, "features": features[name], "builder": (specs.get(name) or {}).get("builder")}
+             for name in order]
+    return {"recipe": recipe, "classes": list(classes), "pipeline": source.get("pipeline"), "heads": heads,
+            "patient_recipe": source.get("recipe"), "slice_recipe": source.get("slice_recipe"),
+            "imports": [{"module": r["module"], "name": r["name"]}
+                        for r in source.get("slice_imports", []) + source.get("imports", [])]}

@@ -21,6 +21,8 @@ export_module = importlib.import_module("covid_keras.serving.savedmodel")
 
 SIZE = 64
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+CT3 = ["Normal", "CAP", "COVID-19"]
+XRAY = {"pipeline": "xray"}
 
 _FRESH_PREDICT = """
 import json, sys
@@ -88,13 +90,21 @@ def root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("saved_models"))
 
 
+def _slice_recipe_record():
+    """What recipe multiscale_resnet50 records of a 64 x 64 slice classifier (Recipe.export_metadata)."""
+    from covid_keras import recipes
+
+    recipe = recipes.get("multiscale_resnet50")
+    return recipe.export_metadata(recipes.config_class(recipe, "SliceConfig")(image_size=SIZE, weights=None))
+
+
 @pytest.fixture(scope="module")
 def slice_export(root):
-    """(multiscale_resnet50 at 64 x 64, its exported version folder)."""
+    """(multiscale_resnet50 at 64 x 64, its version folder): classes and preprocessing from the recipe record."""
     from covid_keras import models
 
     model = models.multiscale_resnet50(input_shape=(SIZE, SIZE, 3), weights=None)
-    return model, serving.export(model, root, metadata={"trained_on": "phantoms"})
+    return model, serving.export(model, root, metadata={"trained_on": "phantoms", "recipe": _slice_recipe_record()})
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +113,7 @@ def xray_export(root):
     from covid_keras import models
 
     model = models.xray_cnn(num_classes=3)
-    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"])
+    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"], preprocessing=XRAY)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +129,8 @@ def pipeline(root, slice_export):
         "bilstm_weighted": models.bilstm_head(feature_dim=3072),
     }
     ensemble = models.ensemble_mlp()
-    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, slice_batch_size=4)
+    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, slice_batch_size=4, class_names=CT3,
+                                           preprocessing={"pipeline": "ct_slices"})
     return slice_model, heads, ensemble, path
 
 
@@ -178,11 +189,11 @@ def test_layout_and_metadata(slice_export):
     assert extra == ["covid_keras.json", f"{model.name}.keras"]
     meta = serving.load_metadata(path)
     assert meta["name"] == model.name and meta["version"] == 1 and meta["kind"] == "image"
-    assert meta["class_names"] == ["Normal", "CAP", "COVID-19"]
+    assert meta["class_names"] == CT3  # the recipe record's
     assert meta["input"]["shape"] == [None, SIZE, SIZE, 3] and meta["input"]["name"] == "image"
     assert meta["preprocessing"] == {"pipeline": "ct_slices", "size": SIZE, "brightness": 2.0,
                                      "normalization": "minmax"}
-    assert meta["metadata"] == {"trained_on": "phantoms"}
+    assert meta["metadata"] == {"trained_on": "phantoms", "recipe": _slice_recipe_record()}
     assert set(meta["versions"]) == {"covid_keras", "tensorflow", "keras"}
     assert set(meta["signatures"]) == {"serving_default", "serving_bytes"}
 
@@ -202,23 +213,24 @@ def test_versions_increment_and_ignore_other_names(tmp_path):
     model = models.xray_cnn(num_classes=3)
     base = str(tmp_path / "models")
     names = ["normal", "bacterial", "viral"]
-    first = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names)
-    second = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names)
+    first = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names, preprocessing=XRAY)
+    second = serving.export(model, base, name="cnn", image_bytes_endpoint=False, class_names=names,
+                            preprocessing=XRAY)
     assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
     model_dir = os.path.join(base, "cnn")
     for other in ("latest", "3.bak", ".export-leftover"):
         os.makedirs(os.path.join(model_dir, other))
     assert serving.next_version(model_dir) == 3
     assert serving.next_version(str(tmp_path / "nothing_here")) == 1
-    assert serving.export(model, base, name="cnn", version=7, image_bytes_endpoint=False, class_names=names).endswith(
-        os.path.join("cnn", "7"))
+    assert serving.export(model, base, name="cnn", version=7, image_bytes_endpoint=False, class_names=names,
+                          preprocessing=XRAY).endswith(os.path.join("cnn", "7"))
     assert serving.load_metadata(os.path.join(model_dir, "7"))["version"] == 7
     assert serving.next_version(model_dir) == 8
     # The version folder itself as the target.
-    assert serving.export(model, os.path.join(base, "cnn", "9"), image_bytes_endpoint=False) == \
-        os.path.join(base, "cnn", "9")
+    assert serving.export(model, os.path.join(base, "cnn", "9"), image_bytes_endpoint=False, class_names=names,
+                          preprocessing=XRAY) == os.path.join(base, "cnn", "9")
     with pytest.raises(errors.ConfigurationError, match="exists already"):
-        serving.export(model, base, name="cnn", version=2, class_names=names)
+        serving.export(model, base, name="cnn", version=2, class_names=names, preprocessing=XRAY)
     # A model folder resolves to its latest version, as TF Serving's default policy.
     assert serving.resolve_version_dir(model_dir) == os.path.join(model_dir, "9")
     assert sorted(n for n in os.listdir(model_dir) if n.startswith(".export-") and n != ".export-leftover") == []
@@ -244,9 +256,31 @@ def test_class_names_and_preprocessing_from_arguments_or_metadata(tmp_path):
     assert meta["preprocessing"] == {"pipeline": "ct_slices", "size": SIZE, "brightness": 1.0,
                                      "normalization": "window"}
     with pytest.raises(errors.ConfigurationError, match="size"):
-        serving.export(cnn, str(tmp_path), preprocessing={"pipeline": "xray", "size": 224})
-    with pytest.warns(UserWarning, match="class_names"):
-        serving.export(models.xray_cnn(num_classes=5), str(tmp_path), image_bytes_endpoint=False)
+        serving.export(cnn, str(tmp_path), class_names=["a", "b", "c"], preprocessing={"pipeline": "xray", "size": 224})
+    # A recipe record (Recipe.export_metadata) supplies both when the run recorded nothing else.
+    recipe = {"recipe": "xray_cnn", "builder": "xray_cnn", "builder_args": {"num_classes": 3},
+              "classes": ["normal", "bacterial", "viral"], "pipeline": {"pipeline": "xray"}}
+    meta = serving.load_metadata(serving.export(cnn, str(tmp_path), name="from_recipe", image_bytes_endpoint=False,
+                                                metadata={"recipe": recipe}))
+    assert meta["class_names"] == recipe["classes"]
+    assert meta["preprocessing"] == {"pipeline": "xray", "size": cnn.input_shape[1]}
+
+
+def test_class_names_and_preprocessing_are_never_guessed(slice_export, tmp_path):
+    """xray_cnn's 3 outputs fit two paper class lists (steps 1 and 2): nothing but the caller may say which."""
+    from covid_keras import models
+
+    cnn = models.xray_cnn(num_classes=3)
+    base = str(tmp_path / "models")
+    with pytest.raises(errors.ConfigurationError, match=r"pass class_names="):
+        serving.export(cnn, base, preprocessing=XRAY)
+    with pytest.raises(errors.ConfigurationError, match=r"pass class_names="):
+        serving.export(cnn, base, preprocessing=XRAY, metadata={"recipe": {"recipe": "xray_cnn"}})
+    with pytest.raises(errors.ConfigurationError, match=r"pass preprocessing="):
+        serving.export(cnn, base, class_names=["normal", "bacterial", "viral"])
+    with pytest.raises(errors.ConfigurationError, match=r"pass preprocessing="):
+        serving.export(slice_export[0], base, class_names=CT3)  # no pipeline guessed from the builder's name
+    assert not os.path.exists(base) or os.listdir(base) == []  # nothing written for a refused export
 
 
 def test_an_interrupted_export_leaves_no_version(tmp_path, monkeypatch):
@@ -258,7 +292,7 @@ def test_an_interrupted_export_leaves_no_version(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_save_keras", fail)
     base = str(tmp_path / "models")
     with pytest.raises(KeyboardInterrupt):
-        serving.export(models.xray_cnn(), base, name="cnn", class_names=["a", "b"])
+        serving.export(models.xray_cnn(), base, name="cnn", class_names=["a", "b"], preprocessing=XRAY)
     assert os.listdir(os.path.join(base, "cnn")) == []
 
 
@@ -416,6 +450,9 @@ def test_patient_pipeline_signature_and_metadata(pipeline, pipeline_signature):
     meta = serving.load_metadata(path)
     assert meta["kind"] == "patient_pipeline" and meta["name"] == "patient_pipeline"
     assert meta["head_order"] == ["maxpool", "maxpool_weighted", "bilstm", "bilstm_weighted"]
+    assert meta["head_features"] == {"maxpool": "features", "maxpool_weighted": "weighted", "bilstm": "features",
+                                     "bilstm_weighted": "weighted"}
+    assert meta["class_names"] == CT3
     assert sorted(os.listdir(os.path.join(path, "assets.extra"))) == sorted(
         ["covid_keras.json", "slice_model.keras", "maxpool.keras", "maxpool_weighted.keras",
          "bilstm.keras", "bilstm_weighted.keras", "ensemble.keras"])
@@ -437,14 +474,70 @@ def test_patient_pipeline_checks_that_the_models_fit(pipeline, tmp_path):
     from covid_keras import models
 
     slice_model, heads, ensemble, _ = pipeline
+    named = {"class_names": CT3, "preprocessing": {"pipeline": "ct_slices"}}
     swapped = {**heads, "maxpool": heads["maxpool_weighted"], "maxpool_weighted": heads["maxpool"]}
     with pytest.raises(errors.ConfigurationError, match="maxpool"):
-        serving.export_patient_pipeline(slice_model, swapped, ensemble, str(tmp_path))
-    with pytest.raises(errors.ConfigurationError, match="keys"):
-        serving.export_patient_pipeline(slice_model, {"maxpool": heads["maxpool"]}, ensemble, str(tmp_path))
+        serving.export_patient_pipeline(slice_model, swapped, ensemble, str(tmp_path), **named)
+    with pytest.raises(errors.ConfigurationError, match=r"ensemble .* \[batch, 3\] input \(1 heads"):
+        serving.export_patient_pipeline(slice_model, {"maxpool": heads["maxpool"]}, ensemble, str(tmp_path),
+                                        **named)
     with pytest.raises(errors.ConfigurationError, match="features"):
-        serving.export_patient_pipeline(models.xray_cnn(num_classes=3), heads, ensemble, str(tmp_path))
+        serving.export_patient_pipeline(models.xray_cnn(num_classes=3), heads, ensemble, str(tmp_path), **named)
     with pytest.raises(errors.ConfigurationError, match="ensemble"):
-        serving.export_patient_pipeline(slice_model, list(heads.values()), models.ensemble_mlp(num_heads=3),
-                                        str(tmp_path))
+        serving.export_patient_pipeline(slice_model, list(heads.items()), models.ensemble_mlp(num_heads=3),
+                                        str(tmp_path), **named)
+    with pytest.raises(errors.ConfigurationError, match=r"\(name, model\) pairs"):
+        serving.export_patient_pipeline(slice_model, list(heads.values()), ensemble, str(tmp_path), **named)
+    with pytest.raises(errors.ConfigurationError, match="head_features"):  # not registered, features not given
+        serving.export_patient_pipeline(slice_model, {**heads, "unregistered": heads["maxpool"]},
+                                        models.ensemble_mlp(num_heads=5), str(tmp_path), **named)
+    with pytest.raises(errors.ConfigurationError, match="slice_model"):  # would overwrite slice_model.keras
+        serving.export_patient_pipeline(slice_model, {"slice_model": heads["maxpool"]},
+                                        models.ensemble_mlp(num_heads=1), str(tmp_path), **named,
+                                        head_features={"slice_model": "features"})
+    with pytest.raises(errors.ConfigurationError, match=r"pass class_names="):
+        serving.export_patient_pipeline(slice_model, heads, ensemble, str(tmp_path),
+                                        preprocessing={"pipeline": "ct_slices"})
     assert os.listdir(tmp_path) == []
+
+
+def _head_with_inputs_reversed(feature_dim, name):
+    """A researcher's head listing slice_mask before slice_features: masked mean -> Dense 3 softmax."""
+    import keras
+
+    mask = keras.Input((None,), dtype="bool", name="slice_mask")
+    features = keras.Input((None, feature_dim), name="slice_features")
+    pooled = keras.layers.GlobalAveragePooling1D()(features, mask=mask)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(4, activation="relu")(pooled))
+    return keras.Model([mask, features], out, name=name)
+
+
+def test_patient_pipeline_takes_any_heads_in_the_order_given(pipeline, tmp_path):
+    """Two heads, the weighted one first, one unregistered (its features given): the graph follows the dict."""
+    import tensorflow as tf
+
+    from covid_keras import models
+
+    slice_model, heads, _, _ = pipeline
+    mine = _head_with_inputs_reversed(1024, "mine_head")
+    chosen = {"bilstm_weighted": heads["bilstm_weighted"], "mine": mine}
+    ensemble = models.ensemble_mlp(num_heads=2)
+    path = serving.export_patient_pipeline(slice_model, chosen, ensemble, str(tmp_path), class_names=CT3,
+                                           preprocessing={"pipeline": "ct_slices"}, head_features={"mine": "features"},
+                                           slice_batch_size=4)
+    meta = serving.load_metadata(path)
+    assert meta["head_order"] == ["bilstm_weighted", "mine"]
+    assert meta["head_features"] == {"bilstm_weighted": "weighted", "mine": "features"}
+    assert meta["keras_files"]["mine"] == "mine.keras"
+
+    import keras
+
+    slices = _images(5, seed=11)
+    extractor = keras.Model(slice_model.input, [slice_model.get_layer("features").output, slice_model.output])
+    features, probs = (np.asarray(a) for a in extractor(slices, training=False))
+    batch_a, mask = models.pad_sequences([features])
+    batch_b, _ = models.pad_sequences([models.weighted_features(features, probs)])
+    expected = ensemble(np.concatenate([np.asarray(heads["bilstm_weighted"]([batch_b, mask], training=False)),
+                                        np.asarray(mine([mask, batch_a], training=False))], axis=-1))
+    got = tf.saved_model.load(path).signatures["serving_default"](slices=tf.constant(slices))["probabilities"]
+    np.testing.assert_allclose(got.numpy(), np.asarray(expected), atol=1e-5)
