@@ -139,7 +139,9 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         model: the Keras model to train (trainable flags already set).
         run: the :class:`covid_keras.training.runs.RunFolder`.
         name: stage name (file names under the run folder).
-        train_ds, val_ds: ``tf.data`` datasets of (inputs, label) batches.
+        train_ds, val_ds: ``tf.data`` datasets of (inputs, label) batches;
+            ``val_ds`` None for a stage without validation data (a final
+            model on all training patients): it ends with its last weights.
         learning_rate: a float (constant), or a
             :class:`covid_keras.recipes.Schedule` over the stage (built by
             :mod:`covid_keras.training.schedules`; it needs a finite
@@ -183,7 +185,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         keras.callbacks.BackupAndRestore(run.file("checkpoints", name, "backup"), save_freq="epoch",
                                          delete_checkpoint=True),
         ResumeState(run.file("checkpoints", name, "random_state.npz"), train_ds),
-        checkpoint,
+        *([checkpoint] if val_ds is not None else []),
         schedules.LearningRateLogger(),  # before the CSV logger, which writes what it adds
         keras.callbacks.CSVLogger(run.file("logs", f"{name}.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run.path, "tensorboard", name), write_graph=False),
@@ -198,7 +200,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         _load_model_weights(model, best_file)
         shutil.copyfile(best_file, weights_path)
         best = max(v for v in (run.best_val_accuracy(name), previous_best) if v is not None)
-    elif previous is not None:  # no epoch beat the stage before: keep its weights
+    elif previous is not None and val_ds is not None:  # no epoch beat the stage before: keep its weights
         _load_model_weights(model, previous.weights)
         shutil.copyfile(previous.weights, weights_path)
         best = previous.best_val_accuracy

@@ -83,8 +83,18 @@ class RunFolder:
         import csv
 
         with open(path) as f:
-            values = [float(r["val_accuracy"]) for r in csv.DictReader(f) if r.get("val_accuracy")]
+            values = [_number(r.get("val_accuracy")) for r in csv.DictReader(f)]
+        values = [v for v in values if v is not None]
         return max(values) if values else None
+
+
+def _number(text):
+    """A CSV cell as a float, or None (empty, or Keras' ``NA`` for a stage without validation data)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if value != value else value
 
 
 def _comparable(config):

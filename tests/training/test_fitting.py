@@ -216,3 +216,26 @@ def test_stride_keeps_interpolated_slices_with_their_original():
     rows = [pipelines.SliceRow("k", "p", "Normal", i, -1, 2) for i in (0, 1, 2, 3, 4, 5, 6)]
     kept = pipelines.select_slices(rows, ["p"], list(pipelines.CT_CLASSES), stride=2)
     assert sorted(kept) == ["k#0", "k#1", "k#4", "k#5"]
+
+
+def test_stage_without_validation_data_ends_with_its_last_weights(tmp_path):
+    """A final model on all training patients has no validation set: it trains every epoch and keeps the last weights."""
+    keras.utils.set_random_seed(0)
+    run = RunFolder.open(tmp_path / "run", {"test": "final"})
+    model = _tiny()
+    first = fit_stage(_tiny(), run, "warmup", _data(), _data(1), learning_rate=1e-2, epochs=1, verbose=0,
+                      log=lambda m: None)
+    result = fit_stage(model, run, "final", _data(), None, learning_rate=1e-2, epochs=3, verbose=0,
+                       log=lambda m: None, previous=first)
+    assert result.epochs_run == 3 and result.best_val_accuracy is None
+    saved = _tiny()
+    saved.load_weights(result.weights)
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(saved.get_weights()[0], _weights_of(first))  # not the previous stage's weights
+
+
+def _weights_of(result):
+    model = _tiny()
+    model.load_weights(result.weights)
+    return model.get_weights()[0]
