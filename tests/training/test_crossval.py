@@ -81,9 +81,8 @@ class Trainer:
         call["epochs"] = recorder.epochs  # filled while fit runs, kept when it crashes
         x_train, y_train = _arrays(train)
         train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(64, seed=1).batch(8)
-        # The final model has no validation patients; fit_stage needs a validation set (without
-        # one Keras' CSVLogger writes "NA" for val_accuracy), so it watches its training data.
-        val_ds = tf.data.Dataset.from_tensor_slices(_arrays(val if val is not None else train)).batch(8)
+        # The final model has no validation patients: fit_stage keeps its last weights.
+        val_ds = None if val is None else tf.data.Dataset.from_tensor_slices(_arrays(val)).batch(8)
         fit_stage(model, fold_run, "stage", train_ds, val_ds, learning_rate=1e-2, epochs=EPOCHS, verbose=0,
                   log=lambda m: None, extra_callbacks=extra)
         call["final_weights"] = [w.copy() for w in model.get_weights()]
