@@ -21,13 +21,22 @@ The study-level answer depends on the export:
 * a patient pipeline (:func:`covid_keras.serving.export_patient_pipeline`)
   gives the patient answer directly (``"aggregation": "patient_pipeline"``).
 
+Exports that record their recipe (``metadata["metadata"]["recipe"]``, see
+:meth:`covid_keras.recipes.Recipe.export_metadata`) report its name as
+``"recipe"``; when it names a known recipe, the export's class names are
+checked against the recipe's class list, with a warning (not an error:
+the export's own names are what its softmax was trained on) when they
+differ. Older exports without it predict as before.
+
 Only the pseudonymous ``patient_id`` of :class:`CTSeries` ever appears in
 the result, never PatientName or PatientID. TensorFlow is imported only
 once the input has been read, so bad paths fail fast.
 """
 
+import dataclasses
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -49,9 +58,16 @@ class ServedModel:
         version_dir: the version folder loaded.
         metadata: :func:`covid_keras.serving.load_metadata`'s dict.
         name, version, kind, class_names, preprocessing: from the metadata.
+        recipe: the name of the recipe the export records
+            (``metadata["metadata"]["recipe"]["recipe"]``), or None for an
+            export that records none.
 
     Raises:
         ServingError: no SavedModel or no covid_keras metadata there.
+
+    Warns:
+        UserWarning: the export's class names are not the class list of
+            the recipe it records (for its recorded classes).
     """
 
     def __init__(self, model_dir):
@@ -64,7 +80,10 @@ class ServedModel:
         self.preprocessing = dict(self.metadata.get("preprocessing") or {})
         self.input_name = self.metadata.get("input", {}).get("name", "image")
         self.input_shape = self.metadata.get("input", {}).get("shape")
+        self._recipe_record = _recipe_record(self.metadata)
+        self.recipe = self._recipe_record["recipe"] if self._recipe_record else None
         self._signature = None
+        _check_recipe_classes(self)
 
     @property
     def signature(self):
@@ -88,6 +107,62 @@ class ServedModel:
 
         out = self.signature(**{self.input_name: tf.constant(inputs, tf.float32)})
         return out["probabilities"].numpy()
+
+
+def _recipe_record(metadata):
+    """The export's recipe record (``{"recipe": name, "classes": ..., ...}``), or None."""
+    own = metadata.get("metadata")
+    record = own.get("recipe") if isinstance(own, dict) else None
+    if isinstance(record, str):  # a bare name
+        return {"recipe": record}
+    if isinstance(record, dict) and isinstance(record.get("recipe"), str):
+        return record
+    return None
+
+
+def _recipe_class_lists(recipe):
+    """Every class list ``recipe`` gives: one, or one per value of the setting that chooses it (``task``)."""
+    from covid_keras import recipes
+
+    config = recipes.config_class(recipe, "ExportedConfig")()
+    lists = [recipe.class_names(config)]
+    if not callable(recipe.classes):
+        return lists
+    for param in recipe.all_params():
+        if not param.choices or isinstance(param.default, tuple):
+            continue
+        for choice in param.choices:
+            try:
+                names = recipe.class_names(dataclasses.replace(config, **{param.name: choice}))
+            except errors.ConfigurationError:  # a combination the recipe refuses
+                continue
+            if names not in lists:
+                lists.append(names)
+    return lists
+
+
+def _check_recipe_classes(model):
+    """Warns when the export's class names are not its recorded recipe's classes.
+
+    Compared with the classes the export recorded for its config when the
+    recipe gives that list, else with every list the recipe gives. A
+    recipe this installation does not know is not checked.
+    """
+    from covid_keras import recipes
+
+    if model.recipe not in recipes.RECIPES:
+        return
+    lists = _recipe_class_lists(recipes.RECIPES[model.recipe])
+    recorded = model._recipe_record.get("classes")
+    expected = [list(recorded)] if isinstance(recorded, list) and list(recorded) in lists else lists
+    if model.class_names not in expected:
+        wanted = " or ".join(str(names) for names in expected)
+        warnings.warn(
+            f"{model.version_dir}: its class names {model.class_names} are not those of recipe "
+            f"{model.recipe!r} ({wanted}); the answer uses the export's names, check that they are "
+            "the model's softmax order.",
+            stacklevel=3,
+        )
 
 
 def load_model(model_dir):
@@ -195,7 +270,8 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
         ``slices`` (slices or images run), ``model``, ``model_version``,
         ``kind``, ``aggregation`` (``mean_of_slices``, ``patient_pipeline``
-        or ``image``), ``input`` (``ct_series`` or ``image``) and, for a CT
+        or ``image``), ``input`` (``ct_series`` or ``image``), ``recipe``
+        (the recipe's name, when the export records one) and, for a CT
         series, the pseudonymous ``patient_id``.
 
     Raises:
@@ -244,6 +320,8 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         "aggregation": aggregation,
         "input": what,
     }
+    if model.recipe:
+        result["recipe"] = model.recipe
     if patient_id:
         result["patient_id"] = patient_id
     if timings:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def xray_model(root):
 
     model = models.xray_cnn(num_classes=3)
     # Step 1 and step 2 both have 3 classes: the names must be given.
-    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"])
+    return model, serving.export(model, root, class_names=["normal", "bacterial", "viral"],
+                                 preprocessing={"pipeline": "xray"})
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,7 @@ def tiny_pipeline(root):
         "bilstm_weighted": models.bilstm_head(feature_dim=24, lstm_units=4, hidden_units=4),
     }
     ensemble = models.ensemble_mlp()
-    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, name="tiny_pipeline",
+    path = serving.export_patient_pipeline(slice_model, heads, ensemble, root, name="tiny_pipeline", class_names=CT3,
                                            preprocessing={**CT_PREPROCESSING, "brightness": 1.0})
     return slice_model, heads, ensemble, path
 
@@ -304,9 +306,11 @@ def test_debug_shows_the_exception(tmp_path, ct_model):
 def test_ambiguous_class_list_is_not_guessed(tmp_path):
     from covid_keras import models
 
-    with pytest.warns(UserWarning, match="xraycnn_step1 or xraycnn_step2"):
-        path = serving.export(models.xray_cnn(num_classes=3), str(tmp_path), image_bytes_endpoint=False)
-    assert serving.load_metadata(path)["class_names"] == ["class_0", "class_1", "class_2"]
+    # Step 1 and step 2 both have 3 classes: without class_names (or a recipe) the export is refused.
+    with pytest.raises(errors.ConfigurationError, match="classes of model 'xray_cnn' are unknown"):
+        serving.export(models.xray_cnn(num_classes=3), str(tmp_path), preprocessing={"pipeline": "xray"},
+                       image_bytes_endpoint=False)
+    assert not os.listdir(tmp_path)
 
 
 def test_cli_study_without_lungs_exits_2(tmp_path, testdata, ct_model):
@@ -318,3 +322,49 @@ def test_cli_study_without_lungs_exits_2(tmp_path, testdata, ct_model):
     proc = _run_cli(str(head), "--model", path)
     assert proc.returncode == 2 and proc.stdout == ""
     _one_error_line(proc.stderr, "no lungs found")
+
+
+# --------------------------------------------------------------------------
+# Exports that record their recipe
+# --------------------------------------------------------------------------
+
+
+def _recipe_export(root, name, class_names, step="xraycnn_step1"):
+    """xray_cnn built by its recipe and exported with the recipe record (metadata["metadata"]["recipe"])."""
+    from covid_keras import recipes
+
+    recipe = recipes.get("xray_cnn")
+    config = recipes.config_class(recipe, "XrayCnnConfig")(step=step)
+    return serving.export(recipe.build(config), root, name=name, class_names=class_names,
+                          metadata={"recipe": recipe.export_metadata(config)}, image_bytes_endpoint=False)
+
+
+def test_an_export_with_its_recipe_reports_it(png, root):
+    path = _recipe_export(root, "xray_cnn_step2", ["non-viral pneumonia", "COVID-19", "other viral"],
+                          step="xraycnn_step2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the class names are the recipe's: no warning
+        served = serving.load_model(path)
+    assert served.recipe == "xray_cnn"
+    result = serving.predict_study(png, served)
+    assert set(result) == KEYS | {"recipe"} and result["recipe"] == "xray_cnn"
+    assert list(result["probabilities"]) == ["non-viral pneumonia", "COVID-19", "other viral"]
+
+
+def test_an_older_export_without_a_recipe_still_predicts(png, xray_model):
+    served = serving.load_model(xray_model[1])
+    assert "recipe" not in (served.metadata.get("metadata") or {})
+    assert served.recipe is None
+    result = serving.predict_study(png, served)
+    assert set(result) == KEYS and result["predicted_class"] in ("normal", "bacterial", "viral")
+
+
+@pytest.mark.parametrize("names", [["non-viral pneumonia", "COVID-19", "other viral"], ["a", "b", "c"]],
+                         ids=["the_other_steps_classes", "unknown_classes"])
+def test_class_names_other_than_the_recipes_warn_but_predict(png, root, names):
+    # Recorded step 1: step 2's names are a class list of the recipe, but not of the recorded config.
+    path = _recipe_export(root, f"xray_cnn_mislabelled_{names[0][0]}", names)
+    with pytest.warns(UserWarning, match=r"are not those of recipe 'xray_cnn' \(\['normal', 'bacterial', 'viral'\]\)"):
+        served = serving.load_model(path)
+    result = serving.predict_study(png, served)
+    assert result["recipe"] == "xray_cnn" and list(result["probabilities"]) == names
