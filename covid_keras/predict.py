@@ -5,8 +5,8 @@
     python -m covid_keras.predict study_folder --model ... --series-uid ...12345678
 
 Prints one JSON object: {"probabilities": {class: p}, "predicted_class",
-"slices", "model", "model_version", "kind", "aggregation", "input",
-"patient_id" (pseudonymous, CT only)}. The input is preprocessed as the
+"slices", "model", "model_version", "recipe" (when the export records it),
+"kind", "aggregation", "input", "patient_id" (pseudonymous, CT only)}. The input is preprocessed as the
 model's training data was (the export's assets.extra/covid_keras.json says
 how). A slice classifier's answer for a study is the mean of its slice
 probabilities; a patient pipeline answers for the patient directly.

@@ -119,9 +119,9 @@ def test_each_builder_exists_and_takes_the_recipes_arguments(name, phantom):
     from covid_keras import models
 
     recipe = recipes.get(name)
-    if recipe.builder == "register_head":
+    if recipe.builder == "get_head":
         # It registers heads by name (models.heads); its builder_args are the patient-level flags, not its own.
-        pytest.skip("register_head registers heads rather than building one model")
+        pytest.skip("the patient heads recipe builds one model per registered head (models.get_head)")
     assert isinstance(recipe.builder, str)  # a paper recipe names a covid_keras.models builder
     builder = getattr(models, recipe.builder)
     args = recipe.builder_args(recipes_cli.make_config(recipe, phantom))
@@ -214,3 +214,11 @@ def test_the_json_command_parses_and_an_unknown_name_exits_2():
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(errors) == 1 and errors[0].startswith("error: Unknown recipe 'no_such_recipe'")
+
+
+def test_a_stages_ours_marks_the_flag_it_belongs_to():
+    """Paper 003 gives phase 2's rate but no epoch count: only --phase2-epochs is marked ours."""
+    params = {p.name: p for p in recipes.get("detl_cnn").all_params()}
+    assert params["phase2_epochs"].ours and not params["phase2_lr"].ours
+    params = {p.name: p for p in recipes.get("multiscale_resnet50").all_params()}
+    assert params["pseudo_lr"].ours and not params["pseudo_epochs"].ours  # 25 epochs are the paper's

@@ -87,7 +87,7 @@ def entries():
     out = {}
     for recipe in recipes.RECIPES.values():
         config = make_config(recipe)
-        if recipe.builder == "register_head":
+        if recipe.builder == "get_head":
             rows = list(_head_entries(recipe, config))
         elif callable(recipe.builder) or hasattr(models, recipe.builder):
             rows = [_recipe_entry(recipe, config)]

@@ -111,7 +111,9 @@ class Stage:
             ``--<flag>-epochs`` (default: the name; ``""`` gives plain
             ``--learning-rate`` / ``--epochs``).
         help: what the stage does, for ``--help``.
-        ours: what of it the paper does not give (empty: all the paper's).
+        ours: what of the stage the paper does not give (empty: all the
+            paper's); ``ours_rate`` / ``ours_epochs``: why its learning
+            rate / epoch count is ours (shown on those flags).
         phantom_epochs: its epochs in the small phantom preset (None: as
             the paper).
     """
@@ -125,6 +127,8 @@ class Stage:
     flag: str | None = None
     help: str = ""
     ours: str = ""
+    ours_rate: str = ""
+    ours_epochs: str = ""
     phantom_epochs: int | None = None
 
     def __post_init__(self):
@@ -288,8 +292,8 @@ class Recipe:
                              f"{label}: {stage.optimizer.describe()} learning rate"
                              + (f" ({stage.schedule.describe().split(' ', 1)[1]})"
                                 if stage.schedule.kind != "constant" else ""),
-                             ours=stage.ours))
-            out.append(Param(stage.epochs_field, stage.epochs, f"{label}: epochs",
+                             ours=stage.ours_rate))
+            out.append(Param(stage.epochs_field, stage.epochs, f"{label}: epochs", ours=stage.ours_epochs,
                              phantom=UNSET if stage.phantom_epochs is None else stage.phantom_epochs))
         return tuple(out)
 

@@ -24,7 +24,7 @@ DETL_CNN = Recipe(
               help="from scratch on Data-A (normal vs disease), cosine annealing over the phase"),
         Stage("phase2", "from:block3_conv1", 30, constant(1e-4), Optimizer("sgd", 0.9), data="data_b",
               help="domain extension: new 4-way softmax, last conv block and dense layers retrained on Data-B",
-              ours="the paper gives no epoch count: 30"),
+              ours="the paper gives no epoch count: 30", ours_epochs="the paper gives no epoch count"),
     ),
     params=(
         *data_params(("nih-chestxray14",), data_help="NIH ChestX-ray14 folder (Data-A and the normal, pneumonia "
@@ -45,4 +45,6 @@ DETL_CNN = Recipe(
     datasets=("nih-chestxray14",),
     ours={"phase 2 epochs": "30", "input size": "224", "batch size": "32", "augmentation ranges": "none given"},
     reported={"5-fold accuracy": 0.953, "5-fold accuracy std": 0.02},
+    notes="builder_args build phase 1's Data-A model (2 classes, detl_a: normal / disease); phase 2 extends it "
+          "with models.detl_extend to the 4 classes of detl_b, the classes this recipe exports",
 )

@@ -27,7 +27,8 @@ SLICE_STAGES = (
     Stage("pseudo_label", "all_but_bn", 25, constant(1e-5), data="train+pseudo", flag="pseudo",
           phantom_epochs=2,
           help="retrain on stage 3's slices plus pseudo-labelled slices of label-only infected patients",
-          ours="the paper gives no rate; ours: stage 3's rate and freezing"),
+          ours="the paper gives no rate or freezing: stage 3's",
+          ours_rate="the paper gives no rate: stage 3's"),
 )
 
 
@@ -121,7 +122,9 @@ PATIENT_HEADS = Recipe(
     name="patient_heads",
     paper=PAPER,
     command="train.patient_level",
-    builder="register_head",
+    # Each head's builder comes from the head registry (models.get_head(name)); every
+    # builder gets these options where its signature names them.
+    builder="get_head",
     builder_args=lambda c: {"heads": list(c.heads), "l1": c.l1, "l2": c.l2, "lstm_units": c.lstm_units},
     classes="ct3",
     pipeline=lambda c: {"pipeline": "ct_slices", "features": "from the slice-level run"},
@@ -166,7 +169,7 @@ ENSEMBLE = Recipe(
     builder_args=lambda c: {"l1": c.l1, "l2": c.l2},
     classes="ct3",
     pipeline=lambda c: {"pipeline": "ct_slices"},
-    input_shape=lambda c: ("heads x classes",),
+    input_shape=lambda c: (len(PAPER_HEADS) * 3,),  # the paper's four heads x 3 probabilities
     stages=(Stage("ensemble", "all", 200, constant(1e-3), flag=""),),
     params=(
         Param("patient_run", None, "patient-level run folder (default: the newest finished one under --runs-root)"),

@@ -19,7 +19,9 @@ XRAY_CNN = Recipe(
     classes=lambda c: c.step if c is not None else "xraycnn_step1",
     pipeline=lambda c: {"pipeline": "xray", "size": c.image_size},
     input_shape=lambda c: (c.image_size, c.image_size, 3),
-    stages=(Stage("train", "all", 50, constant(1e-3), flag="", ours="the paper gives no optimiser, rate or epochs"),),
+    stages=(Stage("train", "all", 50, constant(1e-3), flag="",
+                  ours="the paper gives no optimiser, rate or epochs: Adam 1e-3, 50 epochs",
+                  ours_rate="the paper gives none", ours_epochs="the paper gives none"),),
     params=(
         Param("step", "xraycnn_step1", "xraycnn_step1 (normal / bacterial / viral) or xraycnn_step2 (non-viral "
                                        "pneumonia / COVID-19 / other viral)", choices=STEPS),

@@ -21,6 +21,9 @@ TINY = {**PHANTOM_PRESET, "image_size": 32, "batch_size": 8, "phantom_patients_p
         "interpolate": 2,
         "pretrain_epochs": 3, "last_layers_epochs": 1, "finetune_epochs": 1, "pseudo_epochs": 1,
         "verbose": 0, "quiet": True}
+# The tiny run's patient split, recorded before the settings moved into the recipes.
+TINY_SPLIT = {"train": ["P001", "P002", "P003", "cap001", "cap003", "cap004", "normal001", "normal004", "normal005"],
+              "val": ["P005", "cap002", "normal002"], "test": ["P004", "cap005", "normal003"]}
 
 
 @contextlib.contextmanager
@@ -66,9 +69,34 @@ def test_slice_level_run_folder_and_export(chain):
         assert (run / "tensorboard" / stage).is_dir()
     split = json.loads((run / "split.json").read_text())
     assert not set(split["train"]) & (set(split["val"]) | set(split["test"]))
+    assert split == TINY_SPLIT  # as before the recipes
+    stages = {name: json.loads((run / "stages" / f"{name}.json").read_text()) for name in first["stages"]}
+    assert [(name, s["learning_rate"], s["epochs"]) for name, s in stages.items()] == [
+        ("pretrain", 1e-3, 3), ("last_layers", 1e-4, 1), ("finetune", 1e-5, 1), ("pseudo_label", 1e-5, 1)]
     assert first["exported"].endswith(os.path.join("multiscale_resnet50", "1"))
     assert os.path.exists(os.path.join(first["exported"], "saved_model.pb"))
     assert set(first["slice_report"]) == {"val", "test"}
+
+
+@pytest.mark.slow
+def test_exported_slice_model_signature_and_recipe(chain):
+    """The export's signatures are as before the recipes, and its metadata names the recipe and builder args."""
+    import tensorflow as tf
+
+    from covid_keras import serving
+
+    _, first, _, _, _ = chain
+    meta = serving.load_metadata(first["exported"])
+    assert meta["input"] == {"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32", "range": [0.0, 255.0]}
+    assert meta["output"] == {"name": "probabilities", "shape": [None, 3], "dtype": "float32"}
+    assert sorted(meta["signatures"]) == ["serving_bytes", "serving_default"]
+    assert meta["class_names"] == ["Normal", "CAP", "COVID-19"]
+    recipe = meta["metadata"]["recipe"]
+    assert recipe["recipe"] == "multiscale_resnet50" and recipe["builder"] == "multiscale_resnet50"
+    assert recipe["builder_args"] == {"input_shape": [32, 32, 3], "weights": None, "dropout": 0.5}
+    signature = tf.saved_model.load(first["exported"]).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["image"].shape.as_list() == [None, 32, 32, 3]
+    assert signature.structured_outputs["probabilities"].shape.as_list() == [None, 3]
 
 
 @pytest.mark.slow
