@@ -27,6 +27,14 @@ def _study(folder, slices, size):
     synthetic.write_ct_series(hu, spacing, folder, seed=0)
 
 
+def _recipe_metadata(args):
+    """The export's recipe record (classes and pipeline come from it: nothing is guessed)."""
+    from covid_keras.recipes import MULTISCALE_RESNET50, config_class
+
+    config = config_class(MULTISCALE_RESNET50, "Config")(image_size=args.input_size, weights=None)
+    return {"recipe": MULTISCALE_RESNET50.export_metadata(config)}
+
+
 def _pipeline_parts(slice_model):
     from covid_keras import models
 
@@ -84,7 +92,7 @@ def main(argv=None):
 
         slice_model = models.multiscale_resnet50(input_shape=(args.input_size, args.input_size, 3), weights=None)
         t = time.perf_counter()
-        version_dir = serving.export(slice_model, os.path.join(tmp, "saved_models"))
+        version_dir = serving.export(slice_model, os.path.join(tmp, "saved_models"), metadata=_recipe_metadata(args))
         export_s = time.perf_counter() - t
         result = {
             "benchmark": "predict_study",
@@ -100,7 +108,8 @@ def main(argv=None):
             heads, ensemble = _pipeline_parts(slice_model)
             t = time.perf_counter()
             pipeline_dir = serving.export_patient_pipeline(slice_model, heads, ensemble,
-                                                           os.path.join(tmp, "saved_models"))
+                                                           os.path.join(tmp, "saved_models"),
+                                                           metadata=_recipe_metadata(args))
             result["patient_pipeline_export_s"] = round(time.perf_counter() - t, 2)
             result["patient_pipeline"] = _time_model(folder, pipeline_dir, args.repeats, args.batch_size)
     print(json.dumps(result, indent=2))

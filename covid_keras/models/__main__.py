@@ -71,15 +71,13 @@ def _head_entries(recipe, config):
     for head in PAPER_HEADS:
         if head not in args["heads"]:
             continue
-        feature_dim = FEATURE_UNITS * (num_classes if head.endswith("_weighted") else 1)
-        kwargs = {"feature_dim": feature_dim, "num_classes": num_classes, "l1": args["l1"], "l2": args["l2"]}
-        builder = "maxpool_head"
-        if head.startswith("bilstm"):
-            builder = "bilstm_head"
-            kwargs["lstm_units"] = args["lstm_units"]
-        yield Entry(head, recipe.paper, f"{builder}(feature_dim={feature_dim})",
+        spec = models.get_head(head)  # the head registry: builder and features kind
+        feature_dim = FEATURE_UNITS * (num_classes if spec.features == "weighted" else 1)
+        options = {"l1": args["l1"], "l2": args["l2"], "lstm_units": args["lstm_units"]}
+        yield Entry(head, recipe.paper, f"{spec.builder.__name__}(feature_dim={feature_dim})",
                     f"slices x {feature_dim} features + mask",
-                    lambda builder=builder, kwargs=kwargs: getattr(models, builder)(**kwargs))
+                    lambda spec=spec, feature_dim=feature_dim, options=options:
+                    spec.build(feature_dim, num_classes, **options))
 
 
 def entries():

@@ -1,7 +1,13 @@
 """Serving: versioned SavedModels for TF Serving, and predictions on one study.
 
-    path = serving.export(model, "saved_models")              # saved_models/<name>/<version>/
-    path = serving.export_patient_pipeline(slice_model, heads, ensemble, "saved_models")
+Class names and preprocessing are never guessed: pass them, or the recipe's
+record (``Recipe.export_metadata``) in ``metadata``; the training commands
+do the latter.
+
+    path = serving.export(model, "saved_models", class_names=[...], preprocessing={"pipeline": "xray"})
+    path = serving.export(model, "saved_models", metadata={"recipe": recipe.export_metadata(config)})
+    path = serving.export_patient_pipeline(slice_model, {"maxpool": head, ...}, ensemble, "saved_models",
+                                           metadata={"recipe": ...})
     meta = serving.load_metadata(path)                         # classes, preprocessing, versions
     serving.predict_study("study_dir", path)                   # {"probabilities": {...}, ...}
 
