@@ -9,7 +9,6 @@ process serves the exported pipeline, and another loads the head's
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -19,20 +18,11 @@ import pytest
 
 from covid_keras import errors
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DOC = os.path.join(REPO, "docs", "extending.md")
-_MARKER = "<!-- tested by tests/training/test_user_heads.py: {} -->"
+from doc_blocks import REPO, block
 
 
 def _block(what):
-    """The fenced block right after the document's marker ``what``: (info string, text)."""
-    with open(DOC, encoding="utf-8") as f:
-        doc = f.read()
-    marker = _MARKER.format(what)
-    assert doc.count(marker) == 1, f"docs/extending.md must mark one block with {marker!r}"
-    found = re.match(r"\s*```([^\n]*)\n(.*?)\n```", doc[doc.index(marker) + len(marker):], re.DOTALL)
-    assert found, f"no fenced block after {marker!r}"
-    return found.group(1), found.group(2) + "\n"
+    return block("test_user_heads.py", what)
 
 
 def _env(root):
