@@ -35,6 +35,15 @@ def _recipe_metadata(args):
     return {"recipe": MULTISCALE_RESNET50.export_metadata(config)}
 
 
+def _pipeline_metadata(args):
+    """The patient pipeline's records: the ensemble's recipe, and the slice model's (as train.ensemble writes)."""
+    from covid_keras.recipes import ENSEMBLE, config_class
+
+    slice_record = _recipe_metadata(args)["recipe"]
+    ensemble = ENSEMBLE.export_metadata(config_class(ENSEMBLE, "Config")())
+    return {"recipe": {**ensemble, "pipeline": slice_record["pipeline"]}, "slice_recipe": slice_record}
+
+
 def _pipeline_parts(slice_model):
     from covid_keras import models
 
@@ -109,7 +118,7 @@ def main(argv=None):
             t = time.perf_counter()
             pipeline_dir = serving.export_patient_pipeline(slice_model, heads, ensemble,
                                                            os.path.join(tmp, "saved_models"),
-                                                           metadata=_recipe_metadata(args))
+                                                           metadata=_pipeline_metadata(args))
             result["patient_pipeline_export_s"] = round(time.perf_counter() - t, 2)
             result["patient_pipeline"] = _time_model(folder, pipeline_dir, args.repeats, args.batch_size)
     print(json.dumps(result, indent=2))

@@ -173,9 +173,8 @@ def add_recipe_arguments(parser, recipe, phantom_when="without --data, phantom p
         if kind is tuple:
             kind = str
         extra = {"choices": param.choices} if param.choices else {}
-        if isinstance(param.default, tuple):
-            parser.add_argument(param.option, nargs="+", type=_none_or(kind), metavar=param.name.upper(), **extra,
-                                **common)
+        if isinstance(param.default, tuple):  # several values; 'none' is not None here
+            parser.add_argument(param.option, nargs="+", type=kind, metavar=param.name.upper(), **extra, **common)
         else:
             parser.add_argument(param.option, type=_none_or(kind), **extra, **common)
     return parser

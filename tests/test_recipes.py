@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from covid_keras import cli, recipes
+from covid_keras import cli, errors, recipes
 from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.recipes import __main__ as recipes_cli
 
@@ -222,3 +222,28 @@ def test_a_stages_ours_marks_the_flag_it_belongs_to():
     assert params["phase2_epochs"].ours and not params["phase2_lr"].ours
     params = {p.name: p for p in recipes.get("multiscale_resnet50").all_params()}
     assert params["pseudo_lr"].ours and not params["pseudo_epochs"].ours  # 25 epochs are the paper's
+
+
+def test_reported_figures_are_the_papers_printed_ones():
+    """The figures a report sets beside a run's are those docs/papers.md quotes from each paper."""
+    assert recipes.get("multiscale_resnet50").reported == {
+        "slice accuracy (validation)": 0.9576, "patient accuracy (validation)": 0.9490,
+        "patient accuracy (SPGC test)": 0.8889}
+    assert recipes.get("resnet50_3d").reported["COVID-19 specificity (4-fold)"] == 0.8988  # as printed
+    assert recipes.get("detl_cnn").reported["5-fold accuracy"] == 0.953
+    assert recipes.get("inceptionv3").reported == {"X-ray accuracy": 0.9235, "CT accuracy": 0.8451}
+    import os
+
+    papers = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                               "papers.md"), encoding="utf-8").read()
+    for recipe in recipes.RECIPES.values():
+        for name, value in recipe.reported.items():
+            printed = f"{value * 100:.2f}".rstrip("0").rstrip(".")
+            assert printed in papers, (recipe.name, name, printed)
+
+
+def test_a_papers_recipe_is_not_replaced():
+    import dataclasses
+
+    with pytest.raises(errors.ConfigurationError, match="one of the papers' own"):
+        recipes.register(dataclasses.replace(recipes.get("xray_cnn"), notes="mine"))

@@ -39,6 +39,9 @@ OPTIONAL_OPTIONS = ("l1", "l2", "lstm_units")
 
 # Head names become file names (heads/<name>.keras) and model names (<name>_head).
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# The exported patient pipeline's other parts (serving.savedmodel.PIPELINE_PARTS): their .keras
+# files sit beside the heads', so a head may not take their names.
+_RESERVED = ("slice_model", "ensemble")
 _REGISTRY = {}
 # The package's own heads: their names are in run folders, exports and the recipes.
 _BUILT_IN = set()
@@ -137,6 +140,10 @@ def register_head(name, builder, features="features"):
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise errors.ConfigurationError(
             f"`name` must be a letter followed by letters, digits or '_' (it names files). Received: name={name!r}"
+        )
+    if name in _RESERVED:
+        raise errors.ConfigurationError(
+            f"head name {name!r} is taken by the patient pipeline's own parts ({', '.join(_RESERVED)}); choose another."
         )
     if not callable(builder):
         raise errors.ConfigurationError(

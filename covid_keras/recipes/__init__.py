@@ -24,6 +24,7 @@ from covid_keras.recipes.base import (
     Optimizer,
     Param,
     Recipe,
+    SameSplit,
     Schedule,
     Stage,
     constant,
@@ -38,6 +39,10 @@ from covid_keras.recipes.xraycnn import XRAY_CNN
 #: Every recipe by name, in paper order.
 RECIPES = {r.name: r for r in (RESNET50_3D, MULTISCALE_RESNET50, PATIENT_HEADS, ENSEMBLE, DENSENET, NEW_DENSENET,
                                INCEPTIONV3, DETL_CNN, XRAY_CNN)}
+
+
+#: The papers' own recipes, which register() does not replace.
+_PAPERS = frozenset(RECIPES)
 
 
 def get(name):
@@ -55,9 +60,14 @@ def register(recipe):
     """Adds a recipe of your own (a new slice backbone, say); returns it."""
     if not isinstance(recipe, Recipe):
         raise errors.ConfigurationError(f"`recipe` must be a covid_keras.recipes.Recipe. Received: {recipe!r}")
+    if recipe.name in _PAPERS and RECIPES.get(recipe.name) is not recipe:
+        raise errors.ConfigurationError(
+            f"recipe {recipe.name!r} is one of the papers' own; register yours under another name "
+            "(dataclasses.replace(recipes.get(...), name=...))."
+        )
     RECIPES[recipe.name] = recipe
     return recipe
 
 
-__all__ = ["ADAM", "UNSET", "Holdout", "KFold", "Optimizer", "Param", "RECIPES", "Recipe", "Schedule", "Stage",
+__all__ = ["ADAM", "UNSET", "Holdout", "KFold", "Optimizer", "Param", "RECIPES", "Recipe", "SameSplit", "Schedule", "Stage",
            "config_class", "constant", "data_params", "get", "register", "run_params"]

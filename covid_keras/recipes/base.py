@@ -173,6 +173,16 @@ class Holdout:
 
 
 @dataclasses.dataclass(frozen=True)
+class SameSplit:
+    """The patient split of the run this one builds on (paper 001's heads and ensemble)."""
+
+    of: str = "the slice-level run"
+
+    def describe(self):
+        return f"{self.of}'s patient split (best weights on its validation patients, reports on its test patients)"
+
+
+@dataclasses.dataclass(frozen=True)
 class KFold:
     """``k`` patient-grouped stratified folds, then (``final``) a model on all training patients."""
 

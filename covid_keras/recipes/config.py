@@ -22,13 +22,13 @@ def data_params(datasets, data_help="dataset folder (omit to use the built-in ph
     )
 
 
-def run_params(command_dir, *, export=True, workers=False, verbose=1):
+def run_params(command_dir, *, export=True, workers=False, verbose=1, folder="<config hash>"):
     """The run settings every training command has (seed, run folder, export, output)."""
     params = [Param("seed", 0, "random seed (splits, shuffling, augmentation, initial weights): repeatable on CPU")]
     if workers:
         params.append(Param("workers", 0, "processes for building the preprocessing cache (0: every core)"))
     params += [
-        Param("run_dir", None, f"run folder (default: runs/{command_dir}/<...>-<config hash>)"),
+        Param("run_dir", None, f"run folder (none: RUNS_ROOT/{command_dir}/{folder})"),
         Param("runs_root", "runs", "where default run folders go"),
     ]
     if export:

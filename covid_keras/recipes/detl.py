@@ -24,7 +24,8 @@ DETL_CNN = Recipe(
               help="from scratch on Data-A (normal vs disease), cosine annealing over the phase"),
         Stage("phase2", "from:block3_conv1", 30, constant(1e-4), Optimizer("sgd", 0.9), data="data_b",
               help="domain extension: new 4-way softmax, last conv block and dense layers retrained on Data-B",
-              ours="the paper gives no epoch count: 30", ours_epochs="the paper gives no epoch count"),
+              ours="the paper gives no epoch count: 30; 'up to the last convolutional block' read as everything "
+                   "before block3_conv1", ours_epochs="the paper gives no epoch count"),
     ),
     params=(
         *data_params(("nih-chestxray14",), data_help="NIH ChestX-ray14 folder (Data-A and the normal, pneumonia "
@@ -32,7 +33,7 @@ DETL_CNN = Recipe(
         Param("covid_data", None, "COVID-19 image data collection folder (Data-B's covid class)"),
         Param("image_size", 224, "image side in pixels", phantom=64, ours="the paper gives no input size"),
         Param("batch_size", 32, "images per batch", ours="the paper gives none"),
-        Param("augment", True, "real-time rotation, scaling and mirroring"),
+        Param("augment", True, "real-time rotation, scaling and mirroring", ours="the paper gives no ranges"),
         Param("balanced_val", 20000, "size of the class-balanced validation set sampled from Data-A's training "
                                      "set", phantom=40),
         Param("folds", 5, "phase 2 cross-validation folds by patient"),

@@ -12,7 +12,7 @@ measures it: slice accuracy 0.93 on the 6 held-out test patients, about 3
 minutes on 2 cores.
 """
 
-from covid_keras.recipes.base import Holdout, Param, Recipe, Stage, constant
+from covid_keras.recipes.base import Holdout, Param, Recipe, SameSplit, Stage, constant
 from covid_keras.recipes.config import data_params, run_params
 
 PAPER = "001 MultiScale (Garg et al.)"
@@ -43,9 +43,10 @@ def _slice_pipeline(c):
 def _slice_augmentation(c):
     if not c.augment:
         return {}
+    # Paper 001's six transforms, fused into one warp (augment.RandomAffine's arguments).
     # Translation is 20 px at 224 x 224 in the paper; scaled with the image.
-    return {"layer": "RandomAffine", "translation": 20.0 * c.image_size / 224.0,
-            "what": "rotation, shift, zoom, shear, flip, brightness (paper 001), fused into one warp"}
+    return {"rotation": 25.0, "translation": 20.0 * c.image_size / 224.0, "zoom": (0.8, 1.2), "shear": 0.2,
+            "horizontal_flip": True, "brightness": (0.8, 1.2)}
 
 
 MULTISCALE_RESNET50 = Recipe(
@@ -76,7 +77,8 @@ MULTISCALE_RESNET50 = Recipe(
                                 "neighbouring slices of the same label (1 = off)", phantom=1,
               ours="the paper gives no factor"),
         Param("batch_size", 64, "batch size", phantom=16),
-        Param("stages", tuple(s.name for s in SLICE_STAGES), "stages to run, in order",
+        Param("stages", tuple(s.name for s in SLICE_STAGES), "stages to run (each once; they run in the paper's "
+                                                              "order whatever order they are given in)",
               choices=tuple(s.name for s in SLICE_STAGES)),
         Param("pseudo_threshold", 0.5, "probability of the patient's class a slice needs to be pseudo-labelled "
                                        "infected", ours="the paper gives no threshold"),
@@ -91,7 +93,7 @@ MULTISCALE_RESNET50 = Recipe(
         Param("slice_stride", 1, "use every n-th slice", phantom=2),
         Param("phantom_patients_per_class", 10, "phantom patients per class when no --data is given"),
         Param("phantom_size", 128, "rows = columns of the phantom CT slices when no --data is given"),
-        *run_params("slice_level", workers=True),
+        *run_params("slice_level", workers=True, folder="<dataset>-<config hash>"),
     ),
     augmentation=_slice_augmentation,
     validation=lambda c: Holdout(c.val_fraction, c.test_fraction),
@@ -100,7 +102,9 @@ MULTISCALE_RESNET50 = Recipe(
           "interpolation factor": "the paper gives none: 2",
           "dropout": "the paper gives no rate: 0.5",
           "split": "patient-grouped 60/20/20 hold-out (the paper uses COVID-CT-MD's own split)"},
-    reported={"patient accuracy (ensemble)": 0.9867},
+    # Table I (COVID-CT-MD validation) and Table II (SPGC test).
+    reported={"slice accuracy (validation)": 0.9576, "patient accuracy (validation)": 0.9490,
+              "patient accuracy (SPGC test)": 0.8889},
     validate=lambda c: _check_slice(c),
 )
 
@@ -108,6 +112,8 @@ MULTISCALE_RESNET50 = Recipe(
 def _check_slice(c):
     from covid_keras import errors
 
+    if len(set(c.stages)) != len(c.stages):
+        raise errors.ConfigurationError(f"--stages names a stage twice. Received: {' '.join(c.stages)}")
     if c.image_size < 32 or c.interpolate < 1:
         raise errors.ConfigurationError(
             f"--image-size must be at least 32 and --interpolate at least 1. Received: image_size={c.image_size}, "
@@ -143,7 +149,7 @@ PATIENT_HEADS = Recipe(
         Param("lstm_units", 512, "LSTM units per direction of the BiLSTM heads"),
         *run_params("patient_level", export=False, verbose=2),
     ),
-    validation=lambda c: Holdout(),
+    validation=lambda c: SameSplit(),
     validate=lambda c: _check_heads(c),
     notes="uses the slice-level run's patient split: best weights on its validation patients, reports on its "
           "held-out test patients",
@@ -169,7 +175,8 @@ ENSEMBLE = Recipe(
     builder_args=lambda c: {"l1": c.l1, "l2": c.l2},
     classes="ct3",
     pipeline=lambda c: {"pipeline": "ct_slices"},
-    input_shape=lambda c: (len(PAPER_HEADS) * 3,),  # the paper's four heads x 3 probabilities
+    # 3 probabilities per trained head (the paper's four: 12); ensemble_mlp(num_heads=len(heads)).
+    input_shape=lambda c: ("3 x trained heads",),
     stages=(Stage("ensemble", "all", 200, constant(1e-3), flag=""),),
     params=(
         Param("patient_run", None, "patient-level run folder (default: the newest finished one under --runs-root)"),
@@ -178,6 +185,6 @@ ENSEMBLE = Recipe(
         Param("l2", 1e-4, "L2 kernel regularisation"),
         *run_params("ensemble", verbose=0),
     ),
-    validation=lambda c: Holdout(),
+    validation=lambda c: SameSplit(),
     notes="one input per trained head (num_heads x 3 probabilities); exports the whole patient pipeline",
 )

@@ -58,12 +58,25 @@ def slice_recipe(name):
     """
     from covid_keras import recipes
 
+    if name not in recipes.RECIPES:
+        slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
+        raise errors.ConfigurationError(
+            f"--backbone {name}: no recipe {name!r} is registered; use one of {', '.join(slices)}, or --import the "
+            "module that registers it."
+        )
     recipe = recipes.get(name)
     if recipe.command != "train.slice_level":
         slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
         raise errors.ConfigurationError(
             f"--backbone {name}: recipe {name!r} is not a slice model (it trains with {recipe.command or 'no command'}); "
             f"use one of {', '.join(slices)}."
+        )
+    # The command line's settings and stages are paper 001's (SliceLevelConfig): a recipe with
+    # other ones would train with values that neither it nor --help shows.
+    if recipe.stages != MULTISCALE_RESNET50.stages or recipe.all_params() != MULTISCALE_RESNET50.all_params():
+        raise errors.ConfigurationError(
+            f"--backbone {name}: recipe {name!r} changes paper 001's stages or settings; a slice recipe may change "
+            "the builder, its arguments, the pipeline and the augmentation only (docs/extending.md)."
         )
     return recipe
 
@@ -82,14 +95,14 @@ def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
 split_patients = runner.split_patients
 
 
-def _augmenting(model, size, seed, translation):
-    """The model behind paper 001's fused augmentation (active in training only)."""
+def _augmenting(model, size, seed, augmentation):
+    """The model behind the recipe's fused augmentation (``RandomAffine`` arguments; active in training only)."""
     import keras
 
     from covid_keras.augment import RandomAffine
 
     inputs = keras.Input(shape=(size, size, 3), name="image")
-    augment = RandomAffine(translation=translation, seed=seed, name="augmentation")
+    augment = RandomAffine(**augmentation, seed=seed, name="augmentation")
     return keras.Model(inputs, model(augment(inputs)), name=f"{model.name}_training")
 
 
@@ -176,8 +189,7 @@ def train_slice_level(config, log=None):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
     augmentation = recipe.augmentation(config)
-    trainer = (_augmenting(model, config.image_size, config.seed, augmentation["translation"])
-               if augmentation else model)
+    trainer = _augmenting(model, config.image_size, config.seed, augmentation) if augmentation else model
     counts, state = {}, {"pseudo": set(), "pre_folder": None}
 
     def before_stage(stage):

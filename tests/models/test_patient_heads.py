@@ -85,3 +85,12 @@ def test_bad_registrations_and_unknown_names_are_configuration_errors():
         models.register_head("odd", _pooling_head, features="B")
     with pytest.raises(errors.ConfigurationError, match="unknown head 'nope'; registered heads: maxpool"):
         models.get_head("nope")
+
+
+@pytest.mark.parametrize("name", ["slice_model", "ensemble"])
+def test_the_pipelines_own_part_names_are_not_head_names(name):
+    """Their .keras files sit beside the heads' in an export: refused at registration, not after training."""
+    from covid_keras import errors, models
+
+    with pytest.raises(errors.ConfigurationError, match="taken by the patient pipeline"):
+        models.register_head(name, models.maxpool_head)

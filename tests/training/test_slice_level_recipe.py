@@ -117,3 +117,48 @@ def test_help_shows_the_phantom_presets_values(tmp_path):
     assert "ours: the paper gives no factor" in entries["--interpolate"]
     assert "phantom preset" not in entries["--brightness"]  # the same in both
     assert "phantom preset" not in entries["--pretrain-epochs"]
+
+
+def test_stage_named_twice_is_refused():
+    from covid_keras import errors
+
+    with pytest.raises(errors.ConfigurationError, match="names a stage twice"):
+        _parse("--stages", "finetune", "finetune")
+
+
+def test_a_slice_recipe_must_keep_paper_001s_stages():
+    """--backbone takes a recipe that changes the builder only: other stages would run unseen by --help."""
+    import dataclasses
+
+    from covid_keras import errors, recipes
+    from covid_keras.training.slice_level import slice_recipe
+
+    shorter = dataclasses.replace(MULTISCALE_RESNET50, name="test_shorter",
+                                  stages=MULTISCALE_RESNET50.stages[:2])
+    recipes.register(shorter)
+    try:
+        with pytest.raises(errors.ConfigurationError, match="changes paper 001's stages or settings"):
+            slice_recipe("test_shorter")
+        recipes.register(dataclasses.replace(MULTISCALE_RESNET50, name="test_same", builder=lambda **kw: None))
+        assert slice_recipe("test_same").name == "test_same"
+        with pytest.raises(errors.ConfigurationError, match="not a slice model"):
+            slice_recipe("xray_cnn")
+    finally:
+        recipes.RECIPES.pop("test_shorter", None)
+        recipes.RECIPES.pop("test_same", None)
+
+
+def test_the_recipes_augmentation_is_paper_001s_fused_layer():
+    """The slice model trains behind augment.RandomAffine with paper 001's six transforms (translation scaled)."""
+    from covid_keras.augment import RandomAffine
+    from covid_keras.models import multiscale_resnet50
+    from covid_keras.training.slice_level import _augmenting
+
+    config = _parse("--data", "/x", "--image-size", "112")
+    model = multiscale_resnet50(input_shape=(112, 112, 3), weights=None)
+    trainer = _augmenting(model, 112, 0, MULTISCALE_RESNET50.augmentation(config))
+    layer = trainer.get_layer("augmentation")
+    paper = RandomAffine(rotation=25.0, translation=10.0, zoom=(0.8, 1.2), shear=0.2, horizontal_flip=True,
+                         brightness=(0.8, 1.2), seed=0, name="augmentation")
+    assert layer.get_config() == paper.get_config()
+    assert MULTISCALE_RESNET50.augmentation(_parse()) == {}  # the phantom preset trains without it
