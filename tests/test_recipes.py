@@ -247,3 +247,19 @@ def test_a_papers_recipe_is_not_replaced():
 
     with pytest.raises(errors.ConfigurationError, match="one of the papers' own"):
         recipes.register(dataclasses.replace(recipes.get("xray_cnn"), notes="mine"))
+
+
+def test_the_listing_imports_a_users_recipe(tmp_path):
+    (tmp_path / "my_recipes.py").write_text(
+        "import dataclasses\n"
+        "from covid_keras import recipes\n"
+        "def tiny(**kwargs):\n"
+        "    raise NotImplementedError\n"
+        "recipes.register(dataclasses.replace(recipes.get('multiscale_resnet50'), name='tiny_slices', builder=tiny))\n")
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "covid_keras.recipes", "--import", "my_recipes", "tiny_slices"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("tiny_slices") and "my_recipes.tiny(" in proc.stdout

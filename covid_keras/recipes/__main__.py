@@ -30,6 +30,9 @@ def parse_args(argv=None):
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"recipes to print (default: all): {', '.join(recipes.RECIPES)}")
+    parser.add_argument("--import", dest="import_modules", action="append", default=[], metavar="MODULE",
+                        help="a module (or .py file) to import first, which registers recipes of its own "
+                             "(docs/extending.md); repeat for several")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--phantom", action="store_true",
                         help="resolve each recipe with its phantom preset (what a training command runs "
@@ -173,6 +176,10 @@ def format_text(view):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.import_modules:
+        from covid_keras.extensions import import_modules
+
+        import_modules(args.import_modules, log=lambda message: None)
     chosen = [recipes.get(name) for name in args.names] if args.names else list(recipes.RECIPES.values())
     views = [describe(recipe, args.phantom) for recipe in chosen]
     if args.json:

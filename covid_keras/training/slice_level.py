@@ -34,7 +34,7 @@ from covid_keras.recipes import MULTISCALE_RESNET50, config_class
 from covid_keras.training import pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
-from covid_keras.training.patient_level import import_modules
+from covid_keras.extensions import import_modules
 from covid_keras.training.runs import write_json
 from covid_keras.training.stages import StageData, run_stages, set_trainable  # noqa: F401 - set_trainable: API
 

@@ -181,8 +181,8 @@ def test_an_unknown_head_lists_the_registered_ones(tmp_path, monkeypatch):
 def test_an_imported_file_registers_its_heads_and_is_recorded(tmp_path, monkeypatch):
     """A .py path is imported under its file name from its folder; reimport_modules finds it again there."""
     from covid_keras import models
+    from covid_keras import extensions
     from covid_keras.models import heads as registry
-    from covid_keras.training import patient_level
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test's head goes with it
     folder = tmp_path / "elsewhere"
@@ -192,15 +192,15 @@ def test_an_imported_file_registers_its_heads_and_is_recorded(tmp_path, monkeypa
         "models.register_head('ck_test_extra', models.maxpool_head, features='weighted')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "ck_test_extra_heads", raising=False)
-    records = patient_level.import_modules([os.path.join("elsewhere", "ck_test_extra_heads.py")], log=lambda m: None)
+    records = extensions.import_modules([os.path.join("elsewhere", "ck_test_extra_heads.py")], log=lambda m: None)
     assert records == [{"module": os.path.join("elsewhere", "ck_test_extra_heads.py"), "name": "ck_test_extra_heads",
                         "file": str(folder / "ck_test_extra_heads.py")}]
     assert models.get_head("ck_test_extra").features == "weighted"
     assert str(folder) not in sys.path  # only while importing
     del sys.modules["ck_test_extra_heads"]
-    patient_level.reimport_modules(records, "run")
+    extensions.reimport_modules(records, "run")
     assert sys.modules["ck_test_extra_heads"].__file__ == str(folder / "ck_test_extra_heads.py")
     del sys.modules["ck_test_extra_heads"]
     os.remove(folder / "ck_test_extra_heads.py")
-    with pytest.raises(errors.ConfigurationError, match=r"run: its heads need the module .*not there any more"):
-        patient_level.reimport_modules(records, "run")
+    with pytest.raises(errors.ConfigurationError, match=r"run: the run.s models need the module .*not there any more"):
+        extensions.reimport_modules(records, "run")
