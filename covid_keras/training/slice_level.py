@@ -81,6 +81,20 @@ def slice_recipe(name):
     return recipe
 
 
+def check_slice_model(recipe, model):
+    """A slice model names its penultimate layer ``features`` and its output ``probabilities``.
+
+    Raises:
+        ConfigurationError: one of them is missing.
+    """
+    missing = [n for n in ("features", "probabilities") if n not in {layer.name for layer in model.layers}]
+    if missing:
+        raise errors.ConfigurationError(
+            f"recipe {recipe.name}: its model {model.name!r} has no layer named {' or '.join(missing)}; a slice "
+            "model names its penultimate layer 'features' and its output 'probabilities' (docs/extending.md)."
+        )
+
+
 def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
     """Study records of a real dataset, or of the built-in phantoms."""
     from covid_keras.data import datasets, synthetic
@@ -166,6 +180,10 @@ def train_slice_level(config, log=None):
     log = log or printer(config.quiet)
     imports = import_modules(config.import_modules, log) if config.import_modules else []
     recipe = slice_recipe(config.backbone)
+    if recipe is not MULTISCALE_RESNET50:
+        # Before the cache is built (hours on a real dataset), and before the seeds are set, so
+        # that the model trained is the one an unchecked run would build.
+        check_slice_model(recipe, recipe.build(config))
     seed_everything(config.seed)
     dataset, recs = load_records(config.data, config.dataset, config.phantom_patients_per_class, config.seed,
                                  config.phantom_size)
@@ -179,12 +197,6 @@ def train_slice_level(config, log=None):
     train_folder, train_rows = _training_slices(config, recs, dataset, options, split, log) or (folder, rows)
 
     model = recipe.build(config)
-    missing = [n for n in ("features", "probabilities") if n not in {layer.name for layer in model.layers}]
-    if missing:
-        raise errors.ConfigurationError(
-            f"recipe {recipe.name}: its model {model.name!r} has no layer named {' or '.join(missing)}; a slice "
-            "model names its penultimate layer 'features' and its output 'probabilities' (docs/extending.md)."
-        )
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum

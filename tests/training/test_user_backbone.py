@@ -91,6 +91,7 @@ def test_a_slice_model_without_a_features_layer_is_refused(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: recipe flat:") and "'features'" in last
+    assert not (tmp_path / "cache").exists()  # refused before any phantom or cache was written
 
 
 def test_a_backbone_that_is_not_a_slice_recipe_is_refused(tmp_path):
