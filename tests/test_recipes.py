@@ -263,3 +263,10 @@ def test_the_listing_imports_a_users_recipe(tmp_path):
                           env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("tiny_slices") and "my_recipes.tiny(" in proc.stdout
+
+
+def test_an_exports_record_names_a_weights_file_without_its_folders():
+    recipe = recipes.get("multiscale_resnet50")
+    config = recipes.config_class(recipe, "C")(weights="/home/someone/runs/best.weights.h5")
+    assert recipe.export_metadata(config)["builder_args"]["weights"] == "file:best.weights.h5"
+    assert recipe.export_metadata(recipes.config_class(recipe, "C")())["builder_args"]["weights"] == "imagenet"

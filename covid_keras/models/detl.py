@@ -7,8 +7,8 @@ Data-A (NIH ChestX-ray14, ``CLASS_NAMES["detl_a"]``: normal vs disease);
 (``CLASS_NAMES["detl_b"]``: normal, other_disease, pneumonia, covid): the
 last fully-connected layer replaced by a 4-way softmax and everything up to
 the last convolution block frozen. Training (Adam + cosine annealing for
-Data-A, :data:`DETL_EXTEND_OPTIMIZER` for Data-B) happens in
-``covid_keras.training``.
+Data-A, SGD 1e-4 momentum 0.9 for Data-B) is recipe ``detl_cnn``'s
+(``covid_keras.recipes``).
 """
 
 
@@ -25,10 +25,6 @@ CONV_FILTERS = ((32, 32), (64, 64), (128, 128))
 
 #: Units of the two hidden fully-connected layers (paper: 256 x 128 x 2).
 FC_UNITS = (256, 128)
-
-#: Paper 003's optimiser for the domain extension: SGD, lr 1e-4, momentum 0.9.
-#: ``keras.optimizers.SGD(**DETL_EXTEND_OPTIMIZER)`` builds it.
-DETL_EXTEND_OPTIMIZER = {"learning_rate": 1e-4, "momentum": 0.9}
 
 #: The layer :func:`detl_extend` freezes up to by default: the first
 #: convolution of the last block.
@@ -100,8 +96,8 @@ def detl_extend(source_model, num_classes=4, freeze_until=DEFAULT_FREEZE_UNTIL):
     Follows Basu & Mitra (paper 003): load the Data-A model, replace the
     last fully-connected layer with a ``num_classes``-way softmax, freeze
     the layers up to the last convolution block, and retrain the last
-    convolution block and the fully-connected layers (with
-    :data:`DETL_EXTEND_OPTIMIZER`; compile the returned model yourself).
+    convolution block and the fully-connected layers (compile the returned
+    model yourself: recipe ``detl_cnn``'s phase 2 is SGD 1e-4, momentum 0.9).
 
     The source model is not changed: its layers are cloned and its weights
     copied into the clones, so training the extension leaves the source's

@@ -386,10 +386,14 @@ class Recipe:
 
     def export_metadata(self, config):
         """What an export records of the recipe: its name, builder, builder arguments, classes, pipeline."""
+        args = dict(self.builder_args(config))
+        if isinstance(args.get("weights"), str) and ("/" in args["weights"] or "\\" in args["weights"]):
+            # A weights file: its name, not the training machine's folders, goes to the serving hosts.
+            args["weights"] = "file:" + args["weights"].replace("\\", "/").rsplit("/", 1)[-1]
         return {
             "recipe": self.name,
             "builder": self.builder_name,
-            "builder_args": _jsonable(self.builder_args(config)),
+            "builder_args": _jsonable(args),
             "classes": self.class_names(config),
             "pipeline": self.pipeline(config),
         }

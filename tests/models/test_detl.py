@@ -132,8 +132,14 @@ def test_extend_trains_only_the_last_block(source):
 
     extended = detl.detl_extend(source, num_classes=4)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in extended.layers if layer.weights}
-    paper = keras.optimizers.SGD(**detl.DETL_EXTEND_OPTIMIZER)
+    from covid_keras.recipes import DETL_CNN
+    from covid_keras.training.schedules import build_optimizer
+
+    phase2 = DETL_CNN.stages[1]
+    paper = build_optimizer(phase2.optimizer, phase2.schedule)
+    assert isinstance(paper, keras.optimizers.SGD)
     assert (float(paper.learning_rate), paper.momentum) == (pytest.approx(1e-4), 0.9)
+    assert phase2.trainable == f"from:{detl.DEFAULT_FREEZE_UNTIL}"  # the recipe trains what detl_extend leaves free
     # A larger step than the paper's 1e-4, so every trainable weight visibly moves.
     extended.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
                      loss="categorical_crossentropy")
