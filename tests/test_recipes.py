@@ -270,3 +270,19 @@ def test_an_exports_record_names_a_weights_file_without_its_folders():
     config = recipes.config_class(recipe, "C")(weights="/home/someone/runs/best.weights.h5")
     assert recipe.export_metadata(config)["builder_args"]["weights"] == "file:best.weights.h5"
     assert recipe.export_metadata(recipes.config_class(recipe, "C")())["builder_args"]["weights"] == "imagenet"
+
+
+def test_every_recipes_augmentation_builds_the_fused_layer():
+    """A recipe's augmentation is augment.RandomAffine's arguments, every one given (no paper 001 default leaks in)."""
+    import inspect
+
+    from covid_keras.augment import RandomAffine
+
+    transforms = {"rotation", "translation", "zoom", "shear", "horizontal_flip", "brightness"}
+    assert transforms <= set(inspect.signature(RandomAffine).parameters)
+    for recipe in recipes.RECIPES.values():
+        config = recipes.config_class(recipe, "C")()
+        augmentation = recipe.augmentation(config)
+        if augmentation:
+            assert set(augmentation) == transforms, recipe.name
+            RandomAffine(**augmentation)

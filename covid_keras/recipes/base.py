@@ -262,8 +262,9 @@ class Recipe:
         input_shape: ``config -> tuple``, one example's model input.
         stages: the paper's :class:`Stage` records, in order.
         params: the other settings (:class:`Param`), in ``--help`` order.
-        augmentation: ``config -> dict`` describing the augmentation (an
-            empty dict: none).
+        augmentation: ``config -> dict`` of ``augment.RandomAffine``'s
+            arguments, the fused augmentation layer in front of the model
+            in training (an empty dict: none).
         validation: ``config -> Holdout | KFold``.
         datasets: the ``--dataset`` names it accepts (first: default).
         ours: ``{what: why}`` for choices the paper does not make.

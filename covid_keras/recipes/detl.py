@@ -40,8 +40,9 @@ DETL_CNN = Recipe(
         Param("final", True, "after the folds, train a final phase-2 model on all Data-B patients"),
         *run_params("detl"),
     ),
-    augmentation=lambda c: ({"layer": "RandomAffine", "rotation": 10.0, "zoom": (0.9, 1.1), "horizontal_flip": True,
-                             "ours": "the paper gives no ranges"} if c.augment else {}),
+    # Rotation, scaling and mirroring (the paper's); the ranges are ours (none given).
+    augmentation=lambda c: ({"rotation": 10.0, "translation": 0.0, "zoom": (0.9, 1.1), "shear": 0.0,
+                             "horizontal_flip": True, "brightness": (1.0, 1.0)} if c.augment else {}),
     validation=lambda c: KFold(c.folds, c.final),
     datasets=("nih-chestxray14",),
     ours={"phase 2 epochs": "30", "input size": "224", "batch size": "32", "augmentation ranges": "none given"},

@@ -10,8 +10,14 @@ from covid_keras.recipes.config import data_params, run_params
 
 PAPER = "002 Transfer (Berrimi et al.)"
 TASKS = ("transfer_xray", "transfer_ct")
-_AUGMENTATION = {"layer": "RandomAffine", "rotation": 10.0, "zoom": (0.9, 1.1), "translation_fraction": 0.1,
-                 "horizontal_flip": True, "ours": "the paper names the transforms, not their ranges"}
+
+
+def _augmentation(c):
+    """Rotation, zoom, horizontal flip and shift (the paper's); the ranges are ours (none given)."""
+    if not c.augment:
+        return {}
+    return {"rotation": 10.0, "translation": 0.1 * c.image_size, "zoom": (0.9, 1.1), "shear": 0.0,
+            "horizontal_flip": True, "brightness": (1.0, 1.0)}
 
 
 def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params=()):
@@ -42,7 +48,7 @@ def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params
                   ours="the paper names no validation set"),
             *run_params("transfer"),
         ),
-        augmentation=lambda c: dict(_AUGMENTATION) if c.augment else {},
+        augmentation=_augmentation,
         validation=lambda c: Holdout(c.val_fraction, c.test_fraction),
         datasets=("chest-xray-pneumonia", "covid-chestxray", "sars-cov2-ct"),
         ours={"batch size": "the paper gives none: 32", "augmentation ranges": "the paper gives none"},

@@ -35,9 +35,9 @@ RESNET50_3D = Recipe(
         Param("phantom_patients_per_class", 8, "phantom patients per class when no --data is given"),
         *run_params("volume3d", workers=True),
     ),
-    augmentation=lambda c: ({"minority_classes": ["CAP", "Normal"],
-                             "copies": "second resampling (spacing x1.75, thickness x0.7), random centre crop "
-                                       "0.75-0.9"} if c.augment_minority else {}),
+    # No augmentation layer: the paper augments the minority classes (CAP, Normal) with extra
+    # volumes made by the pipeline (augment_minority: a second resampling, spacing x1.75 and
+    # thickness x0.7, and random centre crops 0.75-0.9), for training patients only.
     validation=lambda c: KFold(c.folds, c.final),
     datasets=("covid-ct-md",),
     ours={"batch size": "the paper gives none: 2"},

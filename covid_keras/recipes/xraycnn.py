@@ -37,8 +37,10 @@ XRAY_CNN = Recipe(
               ours="the paper plans about 400 of 1,900 images (21 %) on its own data"),
         *run_params("xray_cnn"),
     ),
-    augmentation=lambda c: ({"layer": "RandomAffine", "rotation": 10.0, "zoom": (0.9, 1.1), "horizontal_flip": True,
-                             "salt_and_pepper": 0.01, "ours": "the paper gives no ranges"} if c.augment else {}),
+    # Scale, shift, rotation and flips (the paper's; the ranges are ours, none given). Its
+    # salt-and-pepper noise is not a RandomAffine transform: the training command adds it.
+    augmentation=lambda c: ({"rotation": 10.0, "translation": 0.1 * c.image_size, "zoom": (0.9, 1.1),
+                             "shear": 0.0, "horizontal_flip": True, "brightness": (1.0, 1.0)} if c.augment else {}),
     validation=lambda c: Holdout(c.val_fraction, c.test_fraction),
     datasets=("chest-xray-pneumonia", "covid-chestxray"),
     ours={"optimizer": "Adam 1e-3, 50 epochs, batch 32: the paper gives none"},
