@@ -153,7 +153,11 @@ def _flag_help(param, phantom_when):
     return text.replace("%", "%%")
 
 
-def add_recipe_arguments(parser, recipe, phantom_when="without --data, phantom preset"):
+#: How ``--help`` introduces the phantom preset's value of a flag.
+PHANTOM_WHEN = "without --data, phantom preset"
+
+
+def add_recipe_arguments(parser, recipe, phantom_when=PHANTOM_WHEN):
     """Adds one flag per setting of ``recipe`` (:meth:`Recipe.all_params`).
 
     Defaults are not set on the parser (argparse.SUPPRESS), so
@@ -168,15 +172,12 @@ def add_recipe_arguments(parser, recipe, phantom_when="without --data, phantom p
         if param.type is bool:
             parser.add_argument(param.option, action=argparse.BooleanOptionalAction, **common)
             continue
-        kind = param.kind or (type(param.default[0]) if isinstance(param.default, tuple) and param.default
-                              else param.type)
-        if kind is tuple:
-            kind = str
         extra = {"choices": param.choices} if param.choices else {}
         if isinstance(param.default, tuple):  # several values; 'none' is not None here
+            kind = param.kind or (type(param.default[0]) if param.default else str)
             parser.add_argument(param.option, nargs="+", type=kind, metavar=param.name.upper(), **extra, **common)
         else:
-            parser.add_argument(param.option, type=_none_or(kind), **extra, **common)
+            parser.add_argument(param.option, type=_none_or(param.type), **extra, **common)
     return parser
 
 
@@ -214,7 +215,7 @@ def parse_recipe(argv, prog, description, config_cls, phantom=False):
     recipe = config_cls.recipe
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, recipe, "without --data, phantom preset" if phantom else None)
+    add_recipe_arguments(parser, recipe, PHANTOM_WHEN if phantom else None)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
     args = parser.parse_args(argv)
     preset = recipe.phantom_preset() if phantom and getattr(args, "data", None) is None else None

@@ -62,13 +62,17 @@ class Schedule:
                 f"every_epochs={self.every_epochs}, factor={self.factor}"
             )
 
-    def describe(self):
+    def shape(self):
+        """How the rate moves from ``initial``: ``constant``, ``x0.5 every 40 epochs``, ``cosine to 0 ...``."""
         if self.kind == "constant":
-            return f"{self.initial:g} constant"
+            return "constant"
         if self.kind == "step":
-            return f"{self.initial:g} x{self.factor:g} every {self.every_epochs} epochs"
+            return f"x{self.factor:g} every {self.every_epochs} epochs"
         end = f" to {self.alpha * self.initial:g}" if self.alpha else " to 0"
-        return f"{self.initial:g} cosine{end} over the stage"
+        return f"cosine{end} over the stage"
+
+    def describe(self):
+        return f"{self.initial:g} {self.shape()}"
 
 
 def constant(rate):
@@ -301,8 +305,7 @@ class Recipe:
             label = stage.name if stage.flag != "" else "training"
             out.append(Param(stage.lr_field, stage.learning_rate,
                              f"{label}: {stage.optimizer.describe()} learning rate"
-                             + (f" ({stage.schedule.describe().split(' ', 1)[1]})"
-                                if stage.schedule.kind != "constant" else ""),
+                             + (f" ({stage.schedule.shape()})" if stage.schedule.kind != "constant" else ""),
                              ours=stage.ours_rate))
             out.append(Param(stage.epochs_field, stage.epochs, f"{label}: epochs", ours=stage.ours_epochs,
                              phantom=UNSET if stage.phantom_epochs is None else stage.phantom_epochs))

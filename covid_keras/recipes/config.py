@@ -71,10 +71,9 @@ def config_class(recipe, class_name, doc=None):
             values = value if isinstance(p.default, tuple) else (value,)
             unknown = [v for v in values if v not in p.choices]
             if unknown:
-                flag = "--" + p.name.replace("_", "-")
                 raise errors.ConfigurationError(
                     f"unknown {p.name} {unknown if isinstance(p.default, tuple) else unknown[0]!r}; "
-                    f"{flag} takes {'some' if isinstance(p.default, tuple) else 'one'} of "
+                    f"{p.option} takes {'some' if isinstance(p.default, tuple) else 'one'} of "
                     f"{', '.join(map(str, p.choices))}."
                 )
         counts = {p.name: getattr(self, p.name) for p in params

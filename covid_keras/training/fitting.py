@@ -167,10 +167,13 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
             "loaded its best weights.")
         return StageResult(name, result["best_val_accuracy"], result["epochs_run"], weights_path, skipped=True)
 
+    from covid_keras.recipes import ADAM, Schedule, constant
     from covid_keras.training import schedules
 
+    schedule = learning_rate if isinstance(learning_rate, Schedule) else constant(float(learning_rate))
+    optimizer = optimizer or ADAM
     fit_data, steps = _one_iterator(train_ds)
-    model.compile(optimizer=schedules.build_optimizer(optimizer, learning_rate, steps, epochs),
+    model.compile(optimizer=schedules.build_optimizer(optimizer, schedule, steps, epochs),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best_file = run.file("checkpoints", name, "best.weights.h5")
     resumed_best = run.best_val_accuracy(name)
@@ -208,14 +211,10 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
     else:
         model.save_weights(weights_path)
         best = run.best_val_accuracy(name)
-    from covid_keras.recipes import ADAM, Schedule
-
-    schedule = learning_rate if isinstance(learning_rate, Schedule) else None
     write_json(run.file("stages", f"{name}.json"),
                {"best_val_accuracy": best, "epochs_run": len(recorder.epochs),
-                "learning_rate": schedule.initial if schedule else learning_rate, "epochs": epochs,
-                "schedule": schedule.describe() if schedule else f"{learning_rate:g} constant",
-                "optimizer": (optimizer or ADAM).describe()})
+                "learning_rate": schedule.initial, "epochs": epochs, "schedule": schedule.describe(),
+                "optimizer": optimizer.describe()})
     log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
 

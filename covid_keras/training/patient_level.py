@@ -13,6 +13,7 @@ the held-out test patients. Settings come from the recipes
 ``patient_heads`` and ``ensemble_mlp`` (:mod:`covid_keras.recipes.multiscale`).
 """
 
+import dataclasses
 import glob
 import os
 
@@ -22,16 +23,11 @@ from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.extensions import import_modules, reimport_modules
 from covid_keras.recipes import ENSEMBLE, PATIENT_HEADS, config_class
-from covid_keras.training import pipelines
-from covid_keras.training.fitting import (
-    balanced_class_weights,
-    describe_class_weights,
-    fit_stage,
-    printer,
-    seed_everything,
-)
+from covid_keras.training import pipelines, runner
+from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
-from covid_keras.training.runs import RunFolder, config_hash, read_json, write_json
+from covid_keras.training.runs import read_json, write_json
+from covid_keras.training.stages import StageData, run_stages
 
 PatientLevelConfig = config_class(
     PATIENT_HEADS, "PatientLevelConfig",
@@ -172,11 +168,8 @@ def train_patient_level(config, log=None):
     slice_run, source = source_run(config.slice_run, config.runs_root, "slice_level", "--slice-run")
     reimport_modules(source.get("imports", []), slice_run)  # a slice model of one's own (--backbone)
     split = read_json(os.path.join(slice_run, "split.json"), "the slice-level run has no split.json.")
-    settings = config.settings()  # without --import, named as before the flag existed (hash_default=False)
-    settings["slice_run"] = os.path.abspath(slice_run)
-    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "patient_level", config_hash(settings)),
-                         settings, fresh=config.fresh)
-    log(f"run folder: {run.path}")
+    # Without --import, named as before the flag existed (hash_default=False).
+    run = runner.open_run("patient_level", None, config, log, extra={"slice_run": os.path.abspath(slice_run)})
     classes = source["classes"]
     studies = extract_features(source["model"], source["cache"], run.file("features.npz"), log=log)
 
@@ -184,17 +177,15 @@ def train_patient_level(config, log=None):
     for name, spec in specs.items():
         train_items = _items(studies, split["train"], spec.features)
         val_items = _items(studies, split["val"], spec.features)
-        labels = np.array([y for _, y in train_items])
-        weights = balanced_class_weights(labels, len(classes))
-        log(f"[{name}] {len(train_items)} training / {len(val_items)} validation studies; class weights: "
-            f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
         head = spec.build(train_items[0][0].shape[-1], len(classes), l1=config.l1, l2=config.l2,
                           lstm_units=config.lstm_units)
-        fit_stage(head, run, name, sequence_dataset(train_items, training=True, batch_size=config.batch_size,
-                                                    seed=config.seed),
-                  sequence_dataset(val_items, training=False, batch_size=config.batch_size),
-                  learning_rate=stage.schedule, optimizer=stage.optimizer, epochs=stage.epochs,
-                  class_weight=weights, verbose=config.verbose, log=log)
+        data = StageData(train=sequence_dataset(train_items, training=True, batch_size=config.batch_size,
+                                                seed=config.seed),
+                         val=sequence_dataset(val_items, training=False, batch_size=config.batch_size),
+                         labels=[y for _, y in train_items], what="studies", counts={"val": len(val_items)})
+        # The recipe's one stage, once per head under the head's name (its files in the run folder).
+        run_stages(head, run, [dataclasses.replace(stage, name=name)], lambda _: data, classes,
+                   verbose=config.verbose, log=log)
         paths[name] = run.file("heads", f"{name}.keras")
         head.save(paths[name])
         predictor = Predictor(head)
@@ -240,16 +231,11 @@ def train_ensemble(config, log=None):
     log = log or printer(config.quiet)
     patient_run, source = source_run(config.patient_run, config.runs_root, "patient_level", "--patient-run")
     reimport_modules(source.get("slice_imports", []) + source.get("imports", []), patient_run)
-    stage = config.stage_list()[0]
     seed_everything(config.seed)
     split = read_json(os.path.join(source["slice_run"], "split.json"), "the slice-level run has no split.json.")
     order = source.get("head_order") or list(source["heads"])
     features = {name: _head_features(source, name) for name in order}
-    settings = config.settings()
-    settings["patient_run"] = os.path.abspath(patient_run)
-    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, "ensemble", config_hash(settings)),
-                         settings, fresh=config.fresh)
-    log(f"run folder: {run.path}")
+    run = runner.open_run("ensemble", None, config, log, extra={"patient_run": os.path.abspath(patient_run)})
     classes = source["classes"]
     heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in order}
     predictors = {name: Predictor(head) for name, head in heads.items()}
@@ -269,15 +255,11 @@ def train_ensemble(config, log=None):
             ds = ds.shuffle(len(y), seed=config.seed, reshuffle_each_iteration=True)
         return ds.batch(config.batch_size)
 
-    labels = parts["train"][1]
-    weights = balanced_class_weights(labels, len(classes))
-    log(f"[ensemble] {len(order)} heads ({', '.join(order)}); {len(labels)} training / {len(parts['val'][1])} "
-        "validation studies; class weights: "
-        f"{describe_class_weights(weights, classes, np.bincount(labels, minlength=len(classes)))}")
+    log(f"[ensemble] over {len(order)} heads: {', '.join(order)}")
     ensemble = models.ensemble_mlp(num_heads=len(order), num_classes=len(classes), l1=config.l1, l2=config.l2)
-    fit_stage(ensemble, run, "ensemble", batches("train", True), batches("val", False),
-              learning_rate=stage.schedule, optimizer=stage.optimizer, epochs=stage.epochs, class_weight=weights,
-              verbose=config.verbose, log=log)
+    data = StageData(train=batches("train", True), val=batches("val", False), labels=parts["train"][1],
+                     what="studies", counts={"val": len(parts["val"][1])})
+    run_stages(ensemble, run, config.stage_list(), lambda _: data, classes, verbose=config.verbose, log=log)
     path = run.file("ensemble.keras")
     ensemble.save(path)
     probabilities = {part: ensemble.predict(x, verbose=0) for part, (x, _) in parts.items() if part != "train"}

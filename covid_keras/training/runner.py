@@ -20,14 +20,15 @@ from covid_keras import errors
 from covid_keras.training.runs import RunFolder, config_hash, write_json
 
 
-def open_run(command_dir, prefix, config, log=print):
-    """The run folder of ``config``: ``--run-dir``, or ``<runs_root>/<command_dir>/<prefix>-<hash>``.
+def open_run(command_dir, prefix, config, log=print, extra=None):
+    """The run folder of ``config``: ``--run-dir``, or ``<runs_root>/<command_dir>/[<prefix>-]<hash>``.
 
     The hash is over ``config.settings()`` (every setting that changes what
-    the run computes), so the same command finds an interrupted run again
-    and resumes it; another setting gets another folder.
+    the run computes) and ``extra`` (e.g. the run this one builds on), so
+    the same command finds an interrupted run again and resumes it; another
+    setting gets another folder.
     """
-    settings = config.settings()
+    settings = {**config.settings(), **(extra or {})}
     name = f"{prefix}-{config_hash(settings)}" if prefix else config_hash(settings)
     run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, command_dir, name), settings,
                          fresh=config.fresh)

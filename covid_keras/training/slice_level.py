@@ -58,15 +58,14 @@ def slice_recipe(name):
     """
     from covid_keras import recipes
 
+    slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
     if name not in recipes.RECIPES:
-        slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
         raise errors.ConfigurationError(
             f"--backbone {name}: no recipe {name!r} is registered; use one of {', '.join(slices)}, or --import the "
             "module that registers it."
         )
     recipe = recipes.get(name)
     if recipe.command != "train.slice_level":
-        slices = [r.name for r in recipes.RECIPES.values() if r.command == "train.slice_level"]
         raise errors.ConfigurationError(
             f"--backbone {name}: recipe {name!r} is not a slice model (it trains with {recipe.command or 'no command'}); "
             f"use one of {', '.join(slices)}."
@@ -202,11 +201,7 @@ def train_slice_level(config, log=None):
             layer.momentum = config.bn_momentum
     augmentation = recipe.augmentation(config)
     trainer = _augmenting(model, config.image_size, config.seed, augmentation) if augmentation else model
-    counts, state = {}, {"pseudo": set(), "pre_folder": None}
-
-    def before_stage(stage):
-        if stage.data == "train+pseudo":
-            state["pseudo"] = _run_pseudo_labels(run, model, train_folder, train_rows, split, config, log)
+    counts, state = {}, {"pre_folder": None}
 
     def stage_data(stage):
         if stage.data == "pretrain" and config.pretrain_data:
@@ -215,7 +210,9 @@ def train_slice_level(config, log=None):
             sources, validation = {"train": (pre_folder, pre_rows), "val": (pre_folder, pre_rows)}, "pretrain"
         else:
             sources, stage_split, validation = {"train": (train_folder, train_rows), "val": (folder, rows)}, split, "val"
-        pseudo = state["pseudo"] if stage.data == "train+pseudo" else set()
+        # Chosen by the model as the stages before left it (trainable flags do not change its answers).
+        pseudo = (_run_pseudo_labels(run, model, train_folder, train_rows, split, config, log)
+                  if stage.data == "train+pseudo" else set())
         train_sel = pipelines.select_slices(sources["train"][1], stage_split["train"], classes, pseudo=pseudo,
                                             stride=config.slice_stride)
         val_sel = pipelines.select_slices(sources["val"][1], stage_split["val"], classes,
@@ -231,7 +228,7 @@ def train_slice_level(config, log=None):
     # Stages 2-4 share the validation set (stage 1 too, without separate
     # pre-training data): a stage keeps new weights only if they beat it.
     results = run_stages(model, run, config.stage_list(), stage_data, classes, trainer=trainer,
-                         before_stage=before_stage, verbose=config.verbose, log=log)
+                         verbose=config.verbose, log=log)
 
     model_path = run.file("model.keras")
     model.save(model_path)

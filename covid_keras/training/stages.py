@@ -73,7 +73,7 @@ class StageData:
     counts: dict = dataclasses.field(default_factory=dict)
 
 
-def run_stages(model, run, stages, stage_data, classes, *, trainer=None, before_stage=None, verbose=1, log=print):
+def run_stages(model, run, stages, stage_data, classes, *, trainer=None, verbose=1, log=print):
     """Trains ``model`` through ``stages`` in order; returns ``{stage name: StageResult}``.
 
     Args:
@@ -84,14 +84,10 @@ def run_stages(model, run, stages, stage_data, classes, *, trainer=None, before_
         classes: the class names (the log's class weights).
         trainer: the model ``fit`` runs (``model`` behind training-only
             augmentation layers); default ``model``.
-        before_stage: ``stage -> None``, run before the stage's data is
-            asked for (paper 001 picks its pseudo-labelled slices there).
         verbose, log: Keras progress output and the one-line log.
     """
     results, last = {}, None
     for stage in stages:
-        if before_stage is not None:
-            before_stage(stage)
         set_trainable(model, stage.trainable)
         data = stage_data(stage)
         labels = np.asarray(data.labels, dtype=int)
