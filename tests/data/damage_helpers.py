@@ -30,6 +30,16 @@ SECRETS = tuple(
 )
 
 
+def set_tags(ds, tags):
+    """Sets each keyword of ``tags`` on the dataset ``ds``; a None value deletes the element."""
+    for keyword, value in tags.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+
+
 def write_dicom(path, pixels, *, photometric="MONOCHROME2", bits_stored=None, sop_instance_uid=None, **attrs):
     """Writes ``pixels`` ([R, C] or [F, R, C] integers) as a Part 10 DX file.
 
@@ -56,12 +66,7 @@ def write_dicom(path, pixels, *, photometric="MONOCHROME2", bits_stored=None, so
     ds.BitsStored = bits_stored or bits
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = int(np.issubdtype(pixels.dtype, np.signedinteger))
-    for keyword, value in attrs.items():
-        if value is None:
-            if keyword in ds:
-                delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    set_tags(ds, attrs)
     ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return str(path)

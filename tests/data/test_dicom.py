@@ -14,6 +14,8 @@ from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless, generate_uid
 from covid_keras import errors
 from covid_keras.data import read_ct_series, synthetic
 
+from damage_helpers import set_tags
+
 
 def stored_hu(hu):
     """What a 12-bit, intercept -1024 series stores for ``hu``, back in HU."""
@@ -22,12 +24,7 @@ def stored_hu(hu):
 
 def _edit(path, **tags):
     ds = pydicom.dcmread(path)
-    for name, value in tags.items():
-        if value is None:
-            if name in ds:
-                delattr(ds, name)
-        else:
-            setattr(ds, name, value)
+    set_tags(ds, tags)
     ds.save_as(path)
 
 
