@@ -173,7 +173,7 @@ def parse_example(serialized, dtype, shape=None):
     return ex
 
 
-def load(folder, with_meta=False, shuffle_files=False, seed=None):
+def load(folder, with_meta=False, shuffle_files=False, seed=None, shards=None):
     """Reads a cache folder as a ``tf.data.Dataset``.
 
     Args:
@@ -183,6 +183,8 @@ def load(folder, with_meta=False, shuffle_files=False, seed=None):
             instead of the ``(input, label, patient_id)`` triple.
         shuffle_files: read the shards in a random order (training).
         seed: seed of that order.
+        shards: read only these shard files (names as the manifest lists
+            them, e.g. ``shard-00003.tfrecord``); default every shard.
 
     Returns:
         A ``tf.data.Dataset`` of ``(input, label, patient_id)``: the input
@@ -199,7 +201,15 @@ def load(folder, with_meta=False, shuffle_files=False, seed=None):
     """
     tf = _tf()
     manifest = read_manifest(folder)
-    files = [os.path.join(folder, s) for s in manifest["shards"]]
+    names = manifest["shards"]
+    if shards is not None:
+        unknown = sorted(set(shards) - set(names))
+        if unknown:
+            raise errors.CacheError(f"{folder}: has no shard {unknown[0]!r}; the manifest lists {len(names)} shards.")
+        names = [n for n in names if n in set(shards)]
+        if not names:
+            raise errors.CacheError(f"{folder}: no shard selected to read.")
+    files = [os.path.join(folder, s) for s in names]
     dtype = manifest["dtype"]
     shape = manifest.get("input_shape")
     files_ds = tf.data.Dataset.from_tensor_slices(files)

@@ -124,6 +124,10 @@ def _fingerprint(options, classes, shards, dataset):
         # Interpolated slices are indexed on the finer grid (slice_index //
         # interpolate = original slice); caches from before that scheme differ.
         content["slice_index"] = "finer grid"
+    if options.pipeline == "volume3d":
+        # Volumes are stored as uint8 grey levels (lung_volume.quantize) and their crops
+        # are seeded per study; float32 caches from before differ.
+        content["storage"] = "uint8, per-study crop seeds"
     blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -161,6 +165,7 @@ def _process_shard(name, recs, options, class_index):
                 "shape": list(item.array.shape),
                 "slice_index": item.slice_index,
                 "slice_label": item.slice_label,
+                "suffix": item.suffix,  # "" for the study itself, "aug<i>" for an augmented copy
                 "sha256": hashlib.sha256(item.array.tobytes()).hexdigest(),
             })
     return name, examples, rows, skipped
@@ -209,7 +214,7 @@ def _write_manifest(folder, plan, options):
     for s in plan["shards"]:
         with open(os.path.join(folder, f"{s['name']}.json")) as f:
             part = json.load(f)
-        rows += part["records"]
+        rows += [{**r, "shard": f"{s['name']}.tfrecord"} for r in part["records"]]
         skipped += part["skipped"]
         shards.append(f"{s['name']}.tfrecord")
     shapes = {tuple(r["shape"]) for r in rows}

@@ -45,16 +45,34 @@ class SliceRow:
         return f"{self.key}#{self.slice_index}"
 
 
-def ensure_slice_cache(records_list, dataset, options, root=None, workers=None, progress=True):
-    """Builds (or reuses) the ct_slices cache of a dataset; returns its folder."""
+def ensure_cache(records_list, dataset, options, classes, root=None, workers=None, progress=True, log=None):
+    """Builds (or reuses) the preprocessing cache of a dataset; returns its folder.
+
+    The folder, under the user's cache directory, is named by the cache's
+    fingerprint (records, pipeline options, classes). Studies the pipeline
+    refused (no lungs, unreadable) are skipped; ``log`` gets the build's
+    summary naming them, or, for a cache built earlier, their count.
+    """
     root = root or os.path.join(cache_dir(), "preprocessed")
-    digest = cache_fingerprint(records_list, options, list(CT_CLASSES), dataset)[:10]
+    digest = cache_fingerprint(records_list, options, list(classes), dataset)[:10]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-") or "data"
     folder = os.path.join(root, f"{slug}-{options.pipeline}-{digest}")
     if not os.path.exists(os.path.join(folder, records.MANIFEST)):
-        build_cache(records_list, folder, options, dataset=dataset, classes=list(CT_CLASSES),
-                    workers=workers, progress=progress)
+        report = build_cache(records_list, folder, options, dataset=dataset, classes=list(classes),
+                             workers=workers, progress=progress)
+        if log is not None and report.skipped:
+            log(report.summary())
+    elif log is not None:
+        skipped = records.read_manifest(folder)["skipped"]
+        if skipped:
+            log(f"{folder}: {len(skipped)} studies were skipped when this cache was built (see its manifest.json)")
     return folder
+
+
+def ensure_slice_cache(records_list, dataset, options, root=None, workers=None, progress=True, log=None):
+    """Builds (or reuses) the ct_slices cache of a dataset (paper 001's classes); returns its folder."""
+    return ensure_cache(records_list, dataset, options, CT_CLASSES, root=root, workers=workers,
+                        progress=progress, log=log)
 
 
 def manifest_rows(folder):
@@ -115,8 +133,16 @@ def to_rgb(image):
     return tf.repeat(image[..., None], 3, axis=-1)
 
 
-def table_lookup(selection):
-    """``example -> (input, class index or -1)`` for the selected slice ids, by a hash table.
+def slice_id(ex):
+    """The id :func:`select_slices` gives a cached slice: ``<study key>#<slice index>``."""
+    return tf.strings.join([ex["key"], "#", tf.strings.as_string(ex["slice_index"])])
+
+
+def table_lookup(selection, id_of=slice_id):
+    """``example -> (input, class index or -1)`` for the selected ids, by a hash table.
+
+    ``id_of(example)`` names an example as ``selection`` does (slices:
+    :func:`slice_id`; volumes: their key).
 
     A ``tf.lookup.StaticHashTable`` is a stateful op, which makes TF 2.21 log
     a spurious NodeDef error under op determinism; a stateless lookup avoids
@@ -128,10 +154,35 @@ def table_lookup(selection):
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
 
     def label_of(ex):
-        sid = tf.strings.join([ex["key"], "#", tf.strings.as_string(ex["slice_index"])])
-        return ex["input"], table.lookup(sid)
+        return ex["input"], table.lookup(id_of(ex))
 
     return label_of
+
+
+def _selected_batches(ds, selection, label_of, to_input, *, training, batch_size, seed, shuffle_buffer,
+                      cache_in_memory):
+    """Cache examples -> the selected (input, label) batches: label, filter, [cache], [shuffle], batch."""
+    ds = ds.map(label_of, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(lambda x, y: y >= 0)
+    if cache_in_memory:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(len(selection), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    # Deterministic order throughout (tf.data's default): with --seed a run
+    # repeats exactly on CPU; the shuffles are seeded.
+    ds = ds.map(lambda x, y: (to_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    # Every selected id is in this cache's manifest, so the count is known:
+    # Keras shows epoch progress and does not warn about running out of data.
+    batches = -(-len(selection) // batch_size)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _nothing_selected(folder, unit):
+    return errors.ConfigurationError(
+        f"{folder}: no {unit} selected for this stage; the split leaves no usable {unit} "
+        "(check the dataset's labels and --val-fraction)."
+    )
 
 
 def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_memory=True,
@@ -150,26 +201,80 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
             :func:`table_lookup` (benchmarks compare others).
     """
     if not selection:
-        raise errors.ConfigurationError(
-            f"{folder}: no slices selected for this stage; the split leaves no usable slices "
-            "(check the dataset's labels and --val-fraction)."
-        )
-    label_of = label_lookup(selection)
+        raise _nothing_selected(folder, "slices")
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
-    ds = ds.map(label_of, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.filter(lambda x, y: y >= 0)
-    if cache_in_memory:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(len(selection), 10000), seed=seed, reshuffle_each_iteration=True)
-    # Deterministic order throughout (tf.data's default): with --seed a run
-    # repeats exactly on CPU; the shuffles above are seeded.
-    ds = ds.map(lambda x, y: (to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    # Every selected id is in this cache's manifest, so the count is known:
-    # Keras shows epoch progress and does not warn about running out of data.
-    batches = -(-len(selection) // batch_size)
-    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _selected_batches(ds, selection, label_lookup(selection), to_rgb, training=training,
+                             batch_size=batch_size, seed=seed, shuffle_buffer=10000, cache_in_memory=cache_in_memory)
+
+
+# --------------------------------------------------------------------------
+# Volumes (paper 000)
+# --------------------------------------------------------------------------
+
+#: Volumes a training pipeline holds in its shuffle buffer (one study per
+#: shard, and the shards' order is shuffled as well): 8 x 11 MB at 224^3.
+VOLUME_SHUFFLE_BUFFER = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeRow:
+    """One cached volume, as the manifest lists it."""
+
+    key: str  # the example's key: its study's, with "-aug<i>" for an augmented copy
+    patient_id: str
+    label: str
+    shard: str  # the shard file holding it (one study and its copies per shard)
+    augmented: bool  # an extra minority-class volume (paper 000), never for validation
+
+
+def volume_rows(folder):
+    """The cache's volumes as :class:`VolumeRow` objects, and its class list."""
+    manifest = records.read_manifest(folder)
+    if manifest.get("pipeline") != "volume3d":
+        raise errors.CacheError(f"{folder}: holds a {manifest.get('pipeline')} cache, not volume3d volumes.")
+    rows = [VolumeRow(r["key"], r["patient_id"], r["label"], r["shard"], bool(r.get("suffix")))
+            for r in manifest["records"]]
+    return rows, list(manifest["classes"])
+
+
+def select_volumes(rows, patients, classes, *, augmented):
+    """``{volume key: class index}``: the patients' volumes, with their augmented copies when ``augmented``.
+
+    Validation and test sets take ``augmented=False``; a fold's training
+    set takes its own patients' copies only, so no copy of a validation
+    patient is ever trained on.
+    """
+    patients = set(patients)
+    return {r.key: classes.index(r.label) for r in rows
+            if r.patient_id in patients and (augmented or not r.augmented)}
+
+
+def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
+                   shuffle_buffer=VOLUME_SHUFFLE_BUFFER):
+    """(volume float32 [D, H, W, 1] in [0, 1], label) batches streamed from the volume3d cache.
+
+    Only the shards holding a selected volume are read, and nothing is kept
+    in memory beyond ``shuffle_buffer`` volumes and the prefetched batches,
+    so host memory does not grow with the number of studies. The cached
+    uint8 grey levels become ``v / 255`` (:func:`covid_keras.preprocess.lung_volume.dequantize`).
+
+    Args:
+        folder: the volume3d cache. rows: its :func:`volume_rows`.
+        selection: ``{volume key: class index}`` from :func:`select_volumes`.
+        training: shuffle the shards and the volumes (seeded) when True.
+        batch_size, seed, shuffle_buffer: as named.
+    """
+    if not selection:
+        raise _nothing_selected(folder, "volumes")
+    shards = sorted({r.shard for r in rows if r.key in selection})
+    ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed, shards=shards)
+
+    def to_input(volume):
+        return (tf.cast(volume, tf.float32) / 255.0)[..., None]
+
+    return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_input,
+                             training=training, batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
+                             cache_in_memory=False)
 
 
 def study_slices(folder, keys=None):

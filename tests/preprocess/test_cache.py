@@ -41,7 +41,7 @@ def test_round_trip_identical_arrays(tmp_path, ct_records):
     assert report.shards_total == 6 and report.examples == 6 and not report.skipped
     manifest = tfrecords.read_manifest(tmp_path / "c")
     assert manifest["classes"] == ["Normal", "CAP", "COVID-19"]
-    assert manifest["input_shape"] == [24, 24, 24] and manifest["dtype"] == "float32"
+    assert manifest["input_shape"] == [24, 24, 24] and manifest["dtype"] == "uint8"
     assert manifest["package_version"] and manifest["options"]["pipeline"] == "volume3d"
     got = _read_all(tmp_path / "c")
     assert len(got) == 6
@@ -49,6 +49,12 @@ def test_round_trip_identical_arrays(tmp_path, ct_records):
         key = cache.record_key(record)
         expected = process_record(record, VOLUME)[0].array
         np.testing.assert_array_equal(got[key]["input"], expected)
+        # Stored as uint8 grey levels: within half a level of the float pipeline's output.
+        from covid_keras.data import read_ct_series
+        from covid_keras.preprocess.lung_volume import dequantize, volume3d
+
+        exact = volume3d(read_ct_series(record.paths[0]), output_shape=(24,) * 3)
+        assert np.abs(dequantize(got[key]["input"]) - exact).max() <= 0.5 / 255 + 1e-7
         assert got[key]["patient_id"].decode() == record.patient_id
         assert manifest["classes"][got[key]["label"]] == record.label
     row = manifest["records"][0]
