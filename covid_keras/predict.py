@@ -3,13 +3,18 @@
     python -m covid_keras.predict path/to/series_folder --model saved_models/multiscale_resnet50/1
     python -m covid_keras.predict chest.png --model saved_models/xray_cnn
     python -m covid_keras.predict study_folder --model ... --series-uid ...12345678
+    python -m covid_keras.predict path/to/series_folder --model saved_models/resnet50_3d
 
 Prints one JSON object: {"probabilities": {class: p}, "predicted_class",
 "slices", "model", "model_version", "recipe" (when the export records it),
 "kind", "aggregation", "input", "patient_id" (pseudonymous, CT only)}. The input is preprocessed as the
 model's training data was (the export's assets.extra/covid_keras.json says
 how). A slice classifier's answer for a study is the mean of its slice
-probabilities; a patient pipeline answers for the patient directly.
+probabilities; a patient pipeline answers for the patient directly; a
+volume model (paper 000's 3-D ResNet, "kind": "volume") answers for the
+series' one volume ("aggregation": "volume", "slices": the slices read)
+and takes CT series folders only. It always refuses a series without lungs
+(--no-lung-check does not apply: its volume3d pipeline needs the lungs).
 --model may be a version folder or a model folder (its latest version).
 A folder holding several series is read as its largest axial CT series (with
 a warning listing the others); --series-uid picks another.
@@ -37,7 +42,8 @@ def parse_args(argv=None):
                              "the end of it as the warning lists it (...12345678), or its se- id")
     parser.add_argument("--no-lung-check", action="store_true",
                         help="predict a CT series even when no lungs are found (by default a head or abdomen "
-                             "series is refused)")
+                             "series is refused); volume models refuse it regardless, their pipeline needs "
+                             "the lungs")
     parser.add_argument("--timings", action="store_true",
                         help="add wall-clock seconds of load, read, preprocess and model")
     cli.add_common_arguments(parser)

@@ -6,6 +6,8 @@ do the latter.
 
     path = serving.export(model, "saved_models", class_names=[...], preprocessing={"pipeline": "xray"})
     path = serving.export(model, "saved_models", metadata={"recipe": recipe.export_metadata(config)})
+    path = serving.export(volume_model, "saved_models", class_names=[...],      # paper 000's 3-D model
+                          preprocessing={"pipeline": "volume3d"})
     path = serving.export_patient_pipeline(slice_model, {"maxpool": head, ...}, ensemble, "saved_models",
                                            metadata={"recipe": ...})
     meta = serving.load_metadata(path)                         # classes, preprocessing, versions

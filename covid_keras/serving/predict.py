@@ -8,6 +8,13 @@ SavedModel's ``serving_default`` signature, as TF Serving would:
   :func:`covid_keras.preprocess.ct_slices` (size, brightness and
   normalisation from the metadata) -> uint8 [n, H, W] -> float32
   [n, H, W, 3] (the grey slice repeated);
+* for a volume model (preprocessing ``volume3d``, paper 000) a CT series
+  folder -> :func:`covid_keras.data.read_ct_series` ->
+  :func:`covid_keras.preprocess.volume3d` (normalisation from the
+  metadata, a cube of the model's side) -> the cache's 8-bit grey levels
+  (:func:`~covid_keras.preprocess.lung_volume.quantize`, then
+  ``dequantize``: training read them from the cache, so the model sees
+  exactly those values) -> float32 [1, D, H, W, 1];
 * an image file (PNG, JPEG, DICOM) -> :func:`covid_keras.data.read_xray`
   -> :func:`covid_keras.preprocess.xray` for X-ray models, or
   :func:`covid_keras.preprocess.covidx_slice` (one CT slice, as COVIDx-CT)
@@ -19,7 +26,10 @@ The study-level answer depends on the export:
   answer for the study is the mean of the slice probabilities
   (``"aggregation": "mean_of_slices"``), reported with the slice count;
 * a patient pipeline (:func:`covid_keras.serving.export_patient_pipeline`)
-  gives the patient answer directly (``"aggregation": "patient_pipeline"``).
+  gives the patient answer directly (``"aggregation": "patient_pipeline"``);
+* a volume model (``kind == "volume"``) answers for the series' one
+  volume (``"aggregation": "volume"``); ``slices`` is the number of slices
+  read from the series. It takes CT series folders only.
 
 Exports that record their recipe (``metadata["metadata"]["recipe"]``, see
 :meth:`covid_keras.recipes.Recipe.export_metadata`) report its name as
@@ -102,7 +112,7 @@ class ServedModel:
         return self._signature
 
     def __call__(self, inputs):
-        """float32 [n, H, W, C] -> probabilities as a NumPy array."""
+        """float32 [n, H, W, C] (a volume model: [n, D, H, W, 1]) -> probabilities as a NumPy array."""
         import tensorflow as tf
 
         out = self.signature(**{self.input_name: tf.constant(inputs, tf.float32)})
@@ -185,7 +195,7 @@ def _naming(path, error):
 
 
 def _read_and_preprocess(path, model, seconds, check_lungs=True, series_uid=None):
-    """Returns (inputs float32 [n, H, W, C], what, patient_id).
+    """Returns (inputs float32 [n, H, W, C] or [1, D, H, W, 1], what, patient_id, slices read).
 
     Every error names ``path``: the preprocessing steps see only the study
     (``series se-... of patient pt-...``), so their errors get it prefixed.
@@ -203,12 +213,19 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
     pipeline = prep.get("pipeline")
     size = int(prep.get("size") or model.input_shape[1])
     channels = int(model.input_shape[-1]) if model.input_shape else 3
-    if pipeline not in ("ct_slices", "xray"):
+    if pipeline not in ("ct_slices", "xray", "volume3d"):
         raise errors.ServingError(
             f"{model.version_dir}: its metadata names preprocessing {pipeline!r}, which predict_study "
             "cannot redo; export it with covid_keras.serving.export."
         )
-    is_series = os.path.isdir(path) or (not os.path.exists(path) and pipeline == "ct_slices")
+    is_series = os.path.isdir(path) or (not os.path.exists(path) and pipeline in ("ct_slices", "volume3d"))
+    if pipeline == "volume3d":
+        if not is_series:
+            raise errors.ConfigurationError(
+                f"{path}: is an image file, but model {model.name} (version {model.version}) is a volume "
+                "model that takes CT series folders; pass the folder of a DICOM series."
+            )
+        return _read_volume(path, model, seconds, size, series_uid)
     if is_series:
         if pipeline != "ct_slices":
             raise errors.ConfigurationError(
@@ -230,7 +247,7 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
         slices = preprocess.ct_slices(ct, size=size, **options)
         inputs = _channels(slices, channels)
         seconds["preprocess"] = time.perf_counter() - start
-        return inputs, "ct_series", ct.patient_id
+        return inputs, "ct_series", ct.patient_id, len(inputs)
     if series_uid is not None:
         raise errors.ConfigurationError(
             f"{path}: is an image file, but a series UID was given; --series-uid / series_uid= "
@@ -246,7 +263,29 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
     else:  # one CT slice image, e.g. a COVIDx-CT PNG
         inputs = _channels(preprocess.covidx_slice(img, size=size)[None], channels)
     seconds["preprocess"] = time.perf_counter() - start
-    return inputs, "image", None
+    return inputs, "image", None, len(inputs)
+
+
+def _read_volume(path, model, seconds, size, series_uid):
+    """A CT series folder -> float32 [1, size, size, size, 1], as the volume3d cache holds it.
+
+    :func:`~covid_keras.preprocess.volume3d` itself refuses a series without
+    lungs (NoLungError): its lung segmentation chooses the slices, so there
+    is no lung check to skip.
+    """
+    from covid_keras import data
+    from covid_keras.preprocess import lung_volume
+
+    start = time.perf_counter()
+    ct = data.read_ct_series(path, series_uid=series_uid)
+    seconds["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    volume = lung_volume.volume3d(ct, normalization=model.preprocessing.get("normalization", "minmax"),
+                                  output_shape=(size,) * 3)
+    # Training reads the cache's uint8 grey levels: the model sees exactly those values.
+    volume = lung_volume.dequantize(lung_volume.quantize(volume))
+    seconds["preprocess"] = time.perf_counter() - start
+    return volume[None, ..., None], "ct_series", ct.patient_id, int(np.shape(ct.hu)[0])
 
 
 def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True, series_uid=None):
@@ -262,15 +301,19 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
             ``model`` and ``total`` wall-clock seconds.
         check_lungs: refuse a CT series without lungs (a head or abdomen
             CT) with :class:`NoLungError` before the model answers for it.
+            A volume model always refuses one: its ``volume3d`` pipeline
+            needs the lungs to choose its slices, so False changes nothing.
         series_uid: the series to read from a study folder holding several
             (see :func:`covid_keras.data.read_ct_series`); by default the
             largest axial CT series.
 
     Returns:
         A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
-        ``slices`` (slices or images run), ``model``, ``model_version``,
-        ``kind``, ``aggregation`` (``mean_of_slices``, ``patient_pipeline``
-        or ``image``), ``input`` (``ct_series`` or ``image``), ``recipe``
+        ``slices`` (slices or images run; for a volume model the slices
+        read from the series), ``model``, ``model_version``, ``kind``
+        (``image``, ``patient_pipeline`` or ``volume``), ``aggregation``
+        (``mean_of_slices``, ``patient_pipeline``, ``volume`` or
+        ``image``), ``input`` (``ct_series`` or ``image``), ``recipe``
         (the recipe's name, when the export records one) and, for a CT
         series, the pseudonymous ``patient_id``.
 
@@ -279,8 +322,10 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         NoDicomError, DicomReadError, SeriesGeometryError, ModalityError,
         ImageReadError, PreprocessingError: the study cannot be read or
             preprocessed (each one sentence naming the path).
-        NoLungError: the CT series shows no lungs (``check_lungs``).
-        ConfigurationError: a folder given to an X-ray model, a bad
+        NoLungError: the CT series shows no lungs (``check_lungs``, and
+            always for a volume model).
+        ConfigurationError: a folder given to an X-ray model, an image
+            file given to a volume model, a bad
             ``batch_size``, a ``series_uid`` the folder does not hold, or one
             given with an image file.
 
@@ -297,13 +342,13 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
     path = os.fspath(path)
     start = time.perf_counter()
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
-    inputs, what, patient_id = _read_and_preprocess(path, model, seconds, check_lungs, series_uid)
+    inputs, what, patient_id, slices = _read_and_preprocess(path, model, seconds, check_lungs, series_uid)
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
     seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
     start = time.perf_counter()
-    if model.kind == "patient_pipeline":
+    if model.kind in ("patient_pipeline", "volume"):
         probabilities = model(inputs)[0]
-        aggregation = "patient_pipeline"
+        aggregation = model.kind
     else:
         per_slice = np.concatenate([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
         probabilities = per_slice.mean(axis=0)
@@ -313,7 +358,7 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
     result = {
         "probabilities": {c: float(p) for c, p in zip(model.class_names, probabilities)},
         "predicted_class": model.class_names[int(np.argmax(probabilities))],
-        "slices": int(len(inputs)),
+        "slices": int(slices),
         "model": model.name,
         "model_version": model.version,
         "kind": model.kind,

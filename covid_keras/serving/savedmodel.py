@@ -25,6 +25,15 @@ tf.Example input these models do not take):
   API. It does not redo a paper's preprocessing (body crop, brightness):
   send images that already went through it, as for ``serving_default``.
 
+A volume model (paper 000's :func:`covid_keras.models.resnet50_3d`, one
+[batch, D, H, W, 1] input, ``kind == "volume"``) has one
+``serving_default``: ``volume`` float32 [batch, D, H, W, 1], cubes (D == H
+== W) of grey values in [0, 1] as the Volume3D pipeline makes them
+(:func:`covid_keras.preprocess.volume3d`, then the cache's 8-bit grey
+levels: :func:`~covid_keras.preprocess.lung_volume.quantize` and
+``dequantize``) -> ``probabilities`` float32 [batch, classes]. It has no
+``serving_bytes``: a volume is no PNG or JPEG.
+
 A patient pipeline (:func:`export_patient_pipeline`) has one
 ``serving_default``: ``slices`` float32 [n, H, W, 3], the n slices of ONE
 study -> ``probabilities`` float32 [1, classes], the patient's answer.
@@ -40,9 +49,14 @@ http://host:8501/v1/models/multiscale_resnet50:predict``)::
     {"instances": [<H x W x C nested list>, ...]}
     {"signature_name": "serving_bytes", "instances": [{"b64": "iVBORw0KGgo..."}]}
     {"inputs": {"slices": <n x H x W x 3 nested list>}}        (patient pipeline)
+    {"instances": [<D x H x W x 1 nested list>, ...]}             (volume model)
+    {"inputs": {"volume": <batch x D x H x W x 1 nested list>}}   (volume model, columnar)
 
 The patient pipeline takes the columnar ``inputs`` form: its n slices are one
-example, and its output has a batch of 1, not n.
+example, and its output has a batch of 1, not n. A volume is one example
+of D x H x W x 1 numbers (224^3: 11 million, about 100 MB of JSON): for
+full-size volumes TF Serving's Predict gRPC with a float32 TensorProto
+(``tf.make_tensor_proto``) is the practical form.
 
 Every endpoint checks its input inside the graph with ``tf.ensure_shape``
 and ``tf.debugging.assert_all_finite``: a loaded signature checks a
@@ -84,11 +98,13 @@ SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
 #: Pipelines of :mod:`covid_keras.preprocess` a served 2-D model can take.
 SERVED_PIPELINES = ("ct_slices", "xray")
+#: Pipelines a served volume model ([batch, D, H, W, 1]) can take.
+VOLUME_PIPELINES = ("volume3d",)
 #: Slices the patient pipeline runs through the slice model at a time
 #: (bounds the memory of a 300-slice study).
 SLICE_BATCH_SIZE = 32
 #: Kinds of export, as written in the metadata.
-KINDS = ("image", "patient_pipeline")
+KINDS = ("image", "patient_pipeline", "volume")
 
 #: Keras files of a patient pipeline besides its heads' (a head may not take these names).
 PIPELINE_PARTS = ("slice_model", "ensemble")
@@ -164,12 +180,13 @@ def resolve_version_dir(path):
 def load_metadata(version_dir):
     """Reads ``assets.extra/covid_keras.json`` of an exported version.
 
-    Keys: ``format``, ``name``, ``version``, ``kind`` (``image`` or
-    ``patient_pipeline``), ``class_names`` (softmax order), ``input``
+    Keys: ``format``, ``name``, ``version``, ``kind`` (``image``,
+    ``patient_pipeline`` or ``volume``), ``class_names`` (softmax order), ``input``
     (signature input name, shape with None for open dimensions, dtype,
     value range), ``output``, ``signatures``, ``preprocessing`` (the
     :mod:`covid_keras.preprocess` pipeline and its arguments, e.g.
     ``{"pipeline": "ct_slices", "size": 224, "brightness": 2.0,
+    "normalization": "minmax"}`` or ``{"pipeline": "volume3d", "size": 224,
     "normalization": "minmax"}``), ``keras_files`` (role -> file name in
     ``assets.extra``), ``versions`` (covid_keras, tensorflow, keras),
     ``created`` (UTC) and ``metadata`` (the caller's own). A patient
@@ -240,8 +257,8 @@ def _split_version_dir(base_dir, name, version):
     return base_dir, name, version
 
 
-def _image_input(model, what="model"):
-    """(H, W, C) of a model with one [batch, H, W, C] input."""
+def _model_input(model, what="model"):
+    """(H, W, C) of a model with one [batch, H, W, C] input, or (D, H, W, 1) of a volume model."""
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1:
         count = "no known input" if not inputs else f"{len(inputs)} inputs"
@@ -251,12 +268,23 @@ def _image_input(model, what="model"):
             "export_patient_pipeline)."
         )
     shape = tuple(inputs[0].shape)
-    if len(shape) != 4 or any(d is None for d in shape[1:]):
+    if len(shape) not in (4, 5) or any(d is None for d in shape[1:]) or (len(shape) == 5 and shape[-1] != 1):
         raise errors.ConfigurationError(
             f"The {what} {model.name!r} takes input of shape {shape}; export serves 2-D image models "
-            "with a fixed [batch, H, W, C] input."
+            "with a fixed [batch, H, W, C] input and volume models with a fixed [batch, D, H, W, 1] input."
         )
     return tuple(int(d) for d in shape[1:])
+
+
+def _image_input(model, what="model"):
+    """(H, W, C) of a model with one [batch, H, W, C] input."""
+    shape = _model_input(model, what)
+    if len(shape) != 3:
+        raise errors.ConfigurationError(
+            f"The {what} {model.name!r} takes input of shape {(None, *shape)}; it must be a 2-D image model "
+            "with a fixed [batch, H, W, C] input."
+        )
+    return shape
 
 
 def _num_classes(model, what="model"):
@@ -286,8 +314,13 @@ def _class_names(class_names, model_name, num_classes):
     return names
 
 
-def _preprocessing(preprocessing, model_name, size, channels):
-    """The preprocessing record of the metadata (what predict_study redoes), never guessed."""
+def _preprocessing(preprocessing, model_name, size, channels, volume=False):
+    """The preprocessing record of the metadata (what predict_study redoes), never guessed.
+
+    ``volume``: the model takes [batch, D, H, W, 1] cubes of side ``size``;
+    only :data:`VOLUME_PIPELINES` fit it, and only 2-D models take
+    :data:`SERVED_PIPELINES`.
+    """
     if preprocessing is None:
         raise errors.ConfigurationError(
             f"The preprocessing of model {model_name!r} is unknown; pass preprocessing= (e.g. "
@@ -301,6 +334,8 @@ def _preprocessing(preprocessing, model_name, size, channels):
             f"PipelineOptions or None. Received: {type(preprocessing).__name__}"
         )
     pipeline = preprocessing.get("pipeline")
+    if volume:
+        return _volume_preprocessing(preprocessing, model_name, size)
     if pipeline not in SERVED_PIPELINES:
         raise errors.ConfigurationError(
             f"`preprocessing['pipeline']` must be one of {SERVED_PIPELINES} for a served 2-D model. "
@@ -323,6 +358,35 @@ def _preprocessing(preprocessing, model_name, size, channels):
         if "window" in preprocessing:
             record["window"] = [float(v) for v in preprocessing["window"]]
     return record
+
+
+def _volume_preprocessing(preprocessing, model_name, size):
+    """The record of a volume model: ``{"pipeline": "volume3d", "size": D, "normalization": ...}``."""
+    from covid_keras.preprocess.lung_volume import NORMALIZATIONS
+
+    pipeline = preprocessing.get("pipeline")
+    if pipeline not in VOLUME_PIPELINES:
+        raise errors.ConfigurationError(
+            f"`preprocessing['pipeline']` must be one of {VOLUME_PIPELINES} for a served volume model "
+            f"({model_name!r} takes [batch, D, H, W, 1] volumes). Received: pipeline={pipeline!r}"
+        )
+    given = preprocessing.get("size") or size
+    if given != size:
+        raise errors.ConfigurationError(
+            f"`preprocessing['size']` ({given}) differs from the model's input side ({size})."
+        )
+    normalization = str(preprocessing.get("normalization", "minmax"))
+    if normalization not in NORMALIZATIONS:
+        raise errors.ConfigurationError(
+            f"`preprocessing['normalization']` must be one of {NORMALIZATIONS} for the volume3d pipeline. "
+            f"Received: normalization={normalization!r}"
+        )
+    if "window" in preprocessing:
+        raise errors.ConfigurationError(
+            "`preprocessing['window']` is not a volume3d option: the Volume3D cache always uses "
+            "lung_volume.HU_WINDOW for normalization='window'; leave it out."
+        )
+    return {"pipeline": pipeline, "size": int(size), "normalization": normalization}
 
 
 def _from_metadata(metadata, class_names, preprocessing):
@@ -369,14 +433,17 @@ def _check_metadata(metadata):
 # --------------------------------------------------------------------------
 
 
-def _checked_images(images, shape, what):
-    """Rank, shape and finiteness checks that run inside the serving graph."""
+def _checked_images(images, shape, what, values="pixel values in [0, 255]"):
+    """Rank, shape and finiteness checks that run inside the serving graph.
+
+    ``shape``: the input's shape without its batch, (H, W, C) or (D, H, W, 1);
+    ``values``: what the error message asks for instead.
+    """
     import tensorflow as tf
 
-    height, width, channels = shape
-    images = tf.ensure_shape(images, [None, height, width, channels])
+    images = tf.ensure_shape(images, [None, *shape])
     return tf.debugging.assert_all_finite(
-        images, f"`{what}` holds NaN or infinite values; send finite pixel values in [0, 255]"
+        images, f"`{what}` holds NaN or infinite values; send finite {values}"
     )
 
 
@@ -495,21 +562,27 @@ def _base_meta(name, kind, class_names, preprocessing, metadata):
 # --------------------------------------------------------------------------
 
 
-def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_endpoint=True, *,
+def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_endpoint=None, *,
            class_names=None, preprocessing=None):
-    """Exports an image classifier as ``<base_dir>/<name>/<version>/`` for TF Serving.
+    """Exports an image or volume classifier as ``<base_dir>/<name>/<version>/`` for TF Serving.
 
-    Signatures ``serving_default`` (``image`` float32 [batch, H, W, C], raw
-    pixels in [0, 255] -> ``probabilities``) and, with
-    ``image_bytes_endpoint``, ``serving_bytes`` (``image_bytes`` string
-    [batch] of PNG/JPEG files -> ``probabilities``); both check their input
-    in the graph (see the module docstring). The ``.keras`` model and
+    A 2-D model (``kind`` ``image``) gets the signatures ``serving_default``
+    (``image`` float32 [batch, H, W, C], raw pixels in [0, 255] ->
+    ``probabilities``) and, unless ``image_bytes_endpoint`` is False,
+    ``serving_bytes`` (``image_bytes`` string [batch] of PNG/JPEG files ->
+    ``probabilities``). A volume model (one [batch, D, H, W, 1] input with
+    D == H == W, paper 000's :func:`covid_keras.models.resnet50_3d`; ``kind``
+    ``volume``) gets ``serving_default`` only: ``volume`` float32 [batch,
+    D, H, W, 1], grey values in [0, 1] as the ``volume3d`` pipeline makes
+    them -> ``probabilities``. Every signature checks its input in the
+    graph (see the module docstring). The ``.keras`` model and
     ``covid_keras.json`` (:func:`load_metadata`) go in ``assets.extra/``.
     Written to a temporary folder and renamed when complete.
 
     Args:
-        model: a functional ``keras.Model`` with one [batch, H, W, C] input
-            and one [batch, classes] probability output.
+        model: a functional ``keras.Model`` with one [batch, H, W, C] or
+            [batch, D, H, W, 1] input and one [batch, classes] probability
+            output.
         base_dir: the folder of served models (``saved_models``). A version
             folder ``saved_models/<name>/<int>`` is accepted too when
             ``name`` and ``version`` are None.
@@ -523,12 +596,16 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
             those of its ``recipe`` record
             (:meth:`covid_keras.recipes.Recipe.export_metadata`), stand in
             for the arguments below when those are None.
-        image_bytes_endpoint: also add ``serving_bytes``.
+        image_bytes_endpoint: add ``serving_bytes``: None (the default)
+            adds it for 2-D models and not for volume models, True adds it
+            (refused for a volume model), False leaves it out.
         class_names: names of the outputs in softmax order (default: from
             ``metadata``; never guessed).
         preprocessing: what turns a study or image into the model's input:
             a dict such as ``{"pipeline": "ct_slices", "brightness": 2.0,
-            "normalization": "minmax"}`` or ``{"pipeline": "xray"}``, or a
+            "normalization": "minmax"}`` or ``{"pipeline": "xray"}`` (2-D
+            models), ``{"pipeline": "volume3d", "normalization":
+            "minmax"}`` (volume models, the only pipeline they take), or a
             ``PipelineOptions`` (default: from ``metadata``; never
             guessed). The size is the model's input side.
 
@@ -536,8 +613,11 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
         The version folder's path.
 
     Raises:
-        ConfigurationError: the model does not have one image input and one
-            probability output, a bad name / version / metadata /
+        ConfigurationError: the model does not have one image or volume
+            input and one probability output, a volume that is not a cube,
+            ``image_bytes_endpoint=True`` for a volume model, a pipeline
+            that does not fit the model (``volume3d`` for a 2-D model, a 2-D
+            pipeline for a volume model), a bad name / version / metadata /
             preprocessing, class names or preprocessing that neither the
             arguments nor ``metadata`` give, or the version exists already.
 
@@ -549,7 +629,12 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
         '/tmp/saved_models/xray_cnn/1'
     """
     base_dir, name, version = _split_version_dir(base_dir, name, version)
-    shape = _image_input(model)
+    shape = _model_input(model)
+    if len(shape) == 4:
+        return _export_volume(model, base_dir, name, version, metadata, image_bytes_endpoint, shape,
+                              class_names, preprocessing)
+    if image_bytes_endpoint is None:
+        image_bytes_endpoint = True
     num_classes = _num_classes(model)
     name = _check_name(model.name if name is None else name)
     version = _check_version(version)
@@ -603,6 +688,63 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
                   "range": [0.0, 255.0]},
         "output": {"name": OUTPUT_KEY, "shape": [None, num_classes], "dtype": "float32"},
         "signatures": signatures,
+        "keras_files": {"model": keras_file},
+        "models": {"model": model.name},
+    })
+    final, _ = _publish(os.path.join(base_dir, name), version, build, meta)
+    return final
+
+
+def _export_volume(model, base_dir, name, version, metadata, image_bytes_endpoint, shape, class_names,
+                   preprocessing):
+    """:func:`export` of a volume model: ``serving_default`` on ``volume`` [batch, D, H, W, 1] in [0, 1]."""
+    if image_bytes_endpoint:
+        raise errors.ConfigurationError(
+            f"Model {model.name!r} takes volumes [batch, D, H, W, 1]; `image_bytes_endpoint` (a PNG/JPEG "
+            "serving_bytes signature) exists for 2-D image models only: leave it None or False."
+        )
+    depth, height, width, channels = shape
+    if not depth == height == width:
+        raise errors.ConfigurationError(
+            f"The volume3d pipeline makes cubes; model {model.name!r} takes volumes of {shape[:3]}."
+        )
+    num_classes = _num_classes(model)
+    name = _check_name(model.name if name is None else name)
+    version = _check_version(version)
+    metadata = _check_metadata(metadata)
+    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
+    names = _class_names(class_names, model.name, num_classes)
+    prep = _preprocessing(preprocessing, model.name, depth, channels, volume=True)
+
+    import tensorflow as tf
+
+    keras_file = f"{name}.keras"
+
+    def build(folder):
+        archive = _archive()
+
+        volume_spec = tf.TensorSpec([None, depth, height, width, channels], tf.float32, name="volume")
+
+        @tf.function(input_signature=[volume_spec], autograph=False)
+        def serving_default(volume):
+            volume = _checked_images(volume, shape, "volume",
+                                     "grey values in [0, 1] (the volume3d pipeline's output)")
+            return {OUTPUT_KEY: _probabilities(model, volume)}
+
+        archive.add_endpoint(SERVING_DEFAULT, serving_default)
+        archive.write_out(folder, verbose=False)
+        os.makedirs(os.path.join(folder, ASSETS_EXTRA), exist_ok=True)
+        _save_keras(model, folder, keras_file)
+
+    meta = _base_meta(name, "volume", names, prep, metadata)
+    meta.update({
+        "input": {"name": "volume", "shape": [None, depth, height, width, channels], "dtype": "float32",
+                  "range": [0.0, 1.0]},
+        "output": {"name": OUTPUT_KEY, "shape": [None, num_classes], "dtype": "float32"},
+        "signatures": {
+            SERVING_DEFAULT: f"volume float32 [batch, {depth}, {height}, {width}, {channels}] in [0, 1] -> "
+                             f"probabilities float32 [batch, {num_classes}]",
+        },
         "keras_files": {"model": keras_file},
         "models": {"model": model.name},
     })

@@ -304,10 +304,10 @@ def test_bad_models_and_arguments_are_configuration_errors(tmp_path):
     base = str(tmp_path)
     with pytest.raises(errors.ConfigurationError, match="2 inputs"):
         serving.export(models.maxpool_head(feature_dim=8), base)
-    inputs = keras.Input((8, 8, 8, 1))
-    volume = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
+    inputs = keras.Input((4, 4, 4, 4, 1))  # 6-D: neither an image nor a volume (tests/serving/test_volume_export.py)
+    hyper = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     with pytest.raises(errors.ConfigurationError, match="2-D image models"):
-        serving.export(volume, base)
+        serving.export(hyper, base)
     cnn = models.xray_cnn()
     with pytest.raises(errors.ConfigurationError, match="`name`"):
         serving.export(cnn, base, name="../escape")
