@@ -184,7 +184,10 @@ def test_json_with_the_phantom_preset(capsys):
     weights = next(s for s in view["settings"] if s["name"] == "weights")
     assert weights["default"] == "imagenet-inflated" and weights["phantom"] is None
     batch = next(s for s in view["settings"] if s["name"] == "batch_size")
-    assert "phantom" not in batch and batch["ours"].startswith("the paper gives none")
+    assert batch["phantom"] == 4 and batch["ours"].startswith("the paper gives none")
+    rate = next(s for s in view["settings"] if s["name"] == "learning_rate")
+    assert rate["default"] == 2e-4 and rate["phantom"] == 5e-4
+    assert view["command"] == "train.volume3d"
 
 
 def _run(*args):

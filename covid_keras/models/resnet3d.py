@@ -220,7 +220,9 @@ def resnet50_3d(input_shape=(224, 224, 224, 1), depth=50, num_classes=3, weights
     x = layers.Dense(dense_units, name="fc1")(x)
     x = ClippedReLU(clip_ceiling, name="fc1_clipped_relu")(x)
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 even under a mixed_float16 policy (--mixed-precision): the softmax and the loss
+    # it feeds keep full precision, as Keras' mixed-precision guide advises.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_3d")
 
     if application_weights == "imagenet-inflated":

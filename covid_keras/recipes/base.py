@@ -120,6 +120,8 @@ class Stage:
             rate / epoch count is ours (shown on those flags).
         phantom_epochs: its epochs in the small phantom preset (None: as
             the paper).
+        phantom_rate: its learning rate in the phantom preset (None: as
+            the paper).
     """
 
     name: str
@@ -134,6 +136,7 @@ class Stage:
     ours_rate: str = ""
     ours_epochs: str = ""
     phantom_epochs: int | None = None
+    phantom_rate: float | None = None
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE_MODES and not self.trainable.startswith("from:"):
@@ -306,7 +309,8 @@ class Recipe:
             out.append(Param(stage.lr_field, stage.learning_rate,
                              f"{label}: {stage.optimizer.describe()} learning rate"
                              + (f" ({stage.schedule.shape()})" if stage.schedule.kind != "constant" else ""),
-                             ours=stage.ours_rate))
+                             ours=stage.ours_rate,
+                             phantom=UNSET if stage.phantom_rate is None else stage.phantom_rate))
             out.append(Param(stage.epochs_field, stage.epochs, f"{label}: epochs", ours=stage.ours_epochs,
                              phantom=UNSET if stage.phantom_epochs is None else stage.phantom_epochs))
         return tuple(out)

@@ -3,6 +3,7 @@
 Training (paper, Table 3): cross-entropy, Adam 2e-4 halved every 40 epochs,
 120 epochs; 4-fold cross-validation by patient, then a final model.
 No batch size is given (ours: 2, what fits 224^3 volumes on an 8 GB GPU).
+``python -m train.volume3d`` runs it (covid_keras.training.volume_level).
 """
 
 from covid_keras.recipes.base import KFold, Param, Recipe, Schedule, Stage
@@ -11,14 +12,16 @@ from covid_keras.recipes.config import data_params, run_params
 RESNET50_3D = Recipe(
     name="resnet50_3d",
     paper="000 Volume3D (Xue & Abhayaratne)",
-    command=None,
+    command="train.volume3d",
     builder="resnet50_3d",
     builder_args=lambda c: {"input_shape": (c.volume_size,) * 3 + (1,), "depth": c.depth, "weights": c.weights},
     classes="ct3",
     pipeline=lambda c: {"pipeline": "volume3d", "size": c.volume_size,
                         "augment_minority": c.augment_minority},
     input_shape=lambda c: (c.volume_size,) * 3 + (1,),
-    stages=(Stage("train", "all", 120, Schedule("step", 2e-4, every_epochs=40, factor=0.5), flag=""),),
+    # The phantom preset trains 10 epochs at 5e-4 (the step schedule does not reach its first halving).
+    stages=(Stage("train", "all", 120, Schedule("step", 2e-4, every_epochs=40, factor=0.5), flag="",
+                  phantom_epochs=10, phantom_rate=5e-4),),
     params=(
         *data_params(("covid-ct-md",)),
         Param("weights", "imagenet-inflated", "imagenet-inflated (2-D ImageNet kernels inflated to 3-D), none, "
@@ -27,13 +30,17 @@ RESNET50_3D = Recipe(
         Param("depth", 50, "ResNet depth", choices=(18, 34, 50), phantom=18,
               ours="the paper's Table 2 fits a ResNet-18/34 as well; 50 as its title says"),
         Param("volume_size", 224, "side of the resampled cubic volume", phantom=32),
-        Param("batch_size", 2, "volumes per batch", ours="the paper gives none: 2 fits an 8 GB GPU"),
+        Param("batch_size", 2, "volumes per batch", phantom=4, ours="the paper gives none: 2 fits an 8 GB GPU"),
+        Param("bn_momentum", 0.99, "BatchNormalization momentum of the moving statistics (Keras' default)",
+              phantom=0.9, ours="the paper gives none"),
         Param("augment_minority", True, "extra CAP and Normal training volumes from the second resampling and "
                                         "random centre crops (paper 000), training patients only"),
         Param("folds", 4, "cross-validation folds by patient"),
-        Param("final", True, "after the folds, train a final model on all patients"),
+        Param("final", True, "after the folds, train a final model on all patients (the one exported)"),
+        Param("mixed_precision", False, "mixed_float16 compute for GPUs (Keras loss scaling); the softmax and "
+                                        "the loss stay float32"),
         Param("phantom_patients_per_class", 8, "phantom patients per class when no --data is given"),
-        *run_params("volume3d", workers=True),
+        *run_params("volume3d", workers=True, folder="<dataset>-<config hash>"),
     ),
     # No augmentation layer: the paper augments the minority classes (CAP, Normal) with extra
     # volumes made by the pipeline (augment_minority: a second resampling, spacing x1.75 and

@@ -180,23 +180,35 @@ def _fold_assignment(run, records, k, seed, check_content, stratify, log):
     return folds
 
 
-def _check_k(records, k, stratify):
+def check_folds(records, k, stratify=True, option="k"):
+    """ConfigurationError for a ``k`` no split of these records can have.
+
+    Args:
+        records: the records taking part. k: the number of folds.
+        stratify: every fold needs a patient of every class.
+        option: how the message names ``k`` (a command line passes ``"--folds"``).
+    """
+    _check_k(records, k, stratify, option)
+
+
+def _check_k(records, k, stratify, option="k"):
     """ConfigurationError for a ``k`` no split of these records can have."""
     if isinstance(k, bool) or int(k) != k or k < 2:
-        raise errors.ConfigurationError(f"`k` must be an integer of at least 2. Received: k={k}")
+        raise errors.ConfigurationError(f"`{option}` must be an integer of at least 2. Received: {option}={k}")
     per_class = Counter(_patient_labels(records).values())
     if not per_class:
         return  # kfold_splits names the empty record list
     label, smallest = min(per_class.items(), key=lambda kv: (kv[1], kv[0]))
     total = sum(per_class.values())
-    if stratify and smallest < k:
-        raise errors.ConfigurationError(
-            f"{k} folds need at least {k} patients of every class, but class {label!r} has {smallest}; "
-            f"use k <= {smallest}, add patients of that class, or pass stratify=False."
-        )
     if total < k:
         raise errors.ConfigurationError(f"{k} folds need at least {k} patients, but there are {total}; "
-                                        f"use k <= {total} or add patients.")
+                                        f"use {option} <= {total} or add patients.")
+    if stratify and smallest < k:
+        fix = "add patients of that class" + (", or pass stratify=False" if option == "k" else "")
+        raise errors.ConfigurationError(
+            f"{k} folds need at least {k} patients of every class, but class {label!r} has {smallest}; "
+            f"use {option} <= {smallest} or {fix}."
+        )
 
 
 def _patient_labels(records):
@@ -277,4 +289,4 @@ def _spread(summary, metric):
     return f"{metric} n/a" if mean is None else f"{metric} {mean:.4g} ± {std:.2g}"
 
 
-__all__ = ["STD_DDOF", "cross_validate", "summarise"]
+__all__ = ["STD_DDOF", "check_folds", "cross_validate", "summarise"]

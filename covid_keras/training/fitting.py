@@ -132,7 +132,7 @@ class ResumeState(keras.callbacks.Callback):
 
 
 def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, optimizer=None, class_weight=None,
-              extra_callbacks=(), verbose=1, log=print, previous=None):
+              extra_callbacks=(), verbose=1, log=print, previous=None, keep="best"):
     """Trains one stage (or loads it when already finished).
 
     Args:
@@ -155,10 +155,17 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         previous: the :class:`StageResult` of the stage before, on the same
             validation set: this stage keeps new weights only when they beat
             its validation accuracy, and otherwise ends with its weights.
+        keep: ``"best"``: end with the best-validation-accuracy weights;
+            ``"last"``: end with the last epoch's weights (validation is
+            still logged). A cross-validation fold keeps its last weights:
+            choosing the epoch on the patients it reports would overstate
+            them.
 
     Returns:
-        A :class:`StageResult`; ``model`` holds the best weights.
+        A :class:`StageResult`; ``model`` holds the kept weights.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"`keep` must be 'best' or 'last'. Received: keep={keep!r}")
     weights_path = run.file("stages", f"{name}.weights.h5")
     if run.stage_done(name):
         _load_model_weights(model, weights_path)
@@ -188,7 +195,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         keras.callbacks.BackupAndRestore(run.file("checkpoints", name, "backup"), save_freq="epoch",
                                          delete_checkpoint=True),
         ResumeState(run.file("checkpoints", name, "random_state.npz"), train_ds),
-        *([checkpoint] if val_ds is not None else []),
+        *([checkpoint] if val_ds is not None and keep == "best" else []),
         schedules.LearningRateLogger(),  # before the CSV logger, which writes what it adds
         keras.callbacks.CSVLogger(run.file("logs", f"{name}.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run.path, "tensorboard", name), write_graph=False),
@@ -203,7 +210,7 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
         _load_model_weights(model, best_file)
         shutil.copyfile(best_file, weights_path)
         best = max(v for v in (run.best_val_accuracy(name), previous_best) if v is not None)
-    elif previous is not None and val_ds is not None:  # no epoch beat the stage before: keep its weights
+    elif previous is not None and val_ds is not None and keep == "best":  # no epoch beat the stage before
         _load_model_weights(model, previous.weights)
         shutil.copyfile(previous.weights, weights_path)
         best = previous.best_val_accuracy
@@ -214,8 +221,11 @@ def fit_stage(model, run, name, train_ds, val_ds, *, learning_rate, epochs, opti
     write_json(run.file("stages", f"{name}.json"),
                {"best_val_accuracy": best, "epochs_run": len(recorder.epochs),
                 "learning_rate": schedule.initial, "epochs": epochs, "schedule": schedule.describe(),
-                "optimizer": optimizer.describe()})
-    log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
+                "optimizer": optimizer.describe(), "kept": keep if val_ds is not None else "last"})
+    if keep == "last" and val_ds is not None:
+        log(f"[{name}] done: kept the last epoch's weights (best val_accuracy during training {_fmt(best)}).")
+    else:
+        log(f"[{name}] done: best val_accuracy {_fmt(best)}.")
     return StageResult(name, best, len(recorder.epochs), weights_path)
 
 

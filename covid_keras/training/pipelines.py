@@ -277,6 +277,16 @@ def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
                              cache_in_memory=False)
 
 
+def iter_volumes(folder, rows, selection):
+    """Yields ``(key, uint8 volume [D, H, W])`` of the selected volumes, shard by shard (evaluation)."""
+    shards = sorted({r.shard for r in rows if r.key in selection})
+    ds = records.load(folder, with_meta=True, shards=shards).map(lambda ex: (ex["key"], ex["input"]))
+    for key, volume in ds.as_numpy_iterator():
+        key = key.decode()
+        if key in selection:
+            yield key, volume
+
+
 def study_slices(folder, keys=None):
     """Yields ``(key, patient_id, label, slices uint8 [n, H, W], slice_labels, slice_indices)`` per study.
 

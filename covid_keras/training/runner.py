@@ -36,6 +36,16 @@ def open_run(command_dir, prefix, config, log=print, extra=None):
     return run
 
 
+def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
+    """``(dataset name, study records)`` of a real dataset (``--data``), or of the built-in CT phantoms."""
+    from covid_keras.data import datasets, synthetic
+
+    if data:
+        return dataset, datasets.load_dataset(dataset, data)
+    config = synthetic.CTPhantomConfig(patients_per_class=phantom_patients, size=phantom_size, seed=seed)
+    return "synthetic-ct", synthetic.ct_dataset(config)
+
+
 def holdout_patients(run, records, protocol, seed, log=print):
     """The run's patient split (``split.json``): made once, by patient, with the leakage guard; reused on resume.
 

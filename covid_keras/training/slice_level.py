@@ -94,18 +94,9 @@ def check_slice_model(recipe, model):
         )
 
 
-def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
-    """Study records of a real dataset, or of the built-in phantoms."""
-    from covid_keras.data import datasets, synthetic
-
-    if data:
-        return dataset, datasets.load_dataset(dataset, data)
-    config = synthetic.CTPhantomConfig(patients_per_class=phantom_patients, size=phantom_size, seed=seed)
-    return "synthetic-ct", synthetic.ct_dataset(config)
-
-
-#: Kept here for callers of the slice level; the runner owns it.
+#: Kept here for callers of the slice level; the runner owns them.
 split_patients = runner.split_patients
+load_records = runner.load_records
 
 
 def _augmenting(model, size, seed, augmentation):

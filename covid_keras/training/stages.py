@@ -73,7 +73,7 @@ class StageData:
     counts: dict = dataclasses.field(default_factory=dict)
 
 
-def run_stages(model, run, stages, stage_data, classes, *, trainer=None, verbose=1, log=print):
+def run_stages(model, run, stages, stage_data, classes, *, trainer=None, keep="best", verbose=1, log=print):
     """Trains ``model`` through ``stages`` in order; returns ``{stage name: StageResult}``.
 
     Args:
@@ -84,6 +84,9 @@ def run_stages(model, run, stages, stage_data, classes, *, trainer=None, verbose
         classes: the class names (the log's class weights).
         trainer: the model ``fit`` runs (``model`` behind training-only
             augmentation layers); default ``model``.
+        keep: ``"best"`` (best-validation weights) or ``"last"`` (the last
+            epoch's: a cross-validation fold, whose validation patients are
+            the ones it reports, must not choose its epoch on them).
         verbose, log: Keras progress output and the one-line log.
     """
     results, last = {}, None
@@ -98,7 +101,7 @@ def run_stages(model, run, stages, stage_data, classes, *, trainer=None, verbose
         previous = last[1] if last is not None and last[0] == data.validation else None
         result = fit_stage(trainer or model, run, stage.name, data.train, data.val, learning_rate=stage.schedule,
                            optimizer=stage.optimizer, epochs=stage.epochs, class_weight=weights,
-                           verbose=verbose, log=log, previous=previous)
+                           keep=keep, verbose=verbose, log=log, previous=previous)
         results[stage.name] = result
         last = (data.validation, result)
     return results

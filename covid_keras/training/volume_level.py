@@ -1,0 +1,273 @@
+"""Paper 000: the 3-D ResNet on whole CT volumes, 4-fold cross-validation by patient, then a final model.
+
+The chain (recipe ``resnet50_3d``, docs/papers.md paper 000)::
+
+    records -> volume3d cache (uint8 TFRecord shards, one study per shard, with the
+               CAP / Normal studies' two augmented copies beside them)
+            -> cross_validate: per fold, the training patients' volumes + their copies,
+               the validation patients' volumes only -> run_stages -> fold report
+            -> final model on every patient -> saved_models/resnet50_3d/<version>
+
+Augmented copies (paper 000, Table 1) are made once per minority-class
+study by the cache, and a fold trains on the copies of its own training
+patients only: :func:`fold_volumes` selects them, and no copy of a
+validation patient is ever read for training. Volumes stream from the
+shards (:func:`covid_keras.training.pipelines.volume_dataset`), so host
+memory does not grow with the number of studies.
+
+Each fold reports Table 4's columns (accuracy, COVID-19 sensitivity and
+specificity) with every class's sensitivity and the confusion matrix;
+``crossval.json`` holds them with their mean and standard deviation over
+the folds, and :func:`table4` is the view the command line prints.
+"""
+
+import numpy as np
+
+from covid_keras import errors
+from covid_keras.evaluation import classification_report
+from covid_keras.extensions import import_modules
+from covid_keras.recipes import RESNET50_3D, config_class
+from covid_keras.training import crossval, pipelines, runner
+from covid_keras.training.fitting import printer, seed_everything
+from covid_keras.training.runs import write_json
+from covid_keras.training.stages import StageData, run_stages
+
+#: Every setting of a volume run: one field per setting of the recipe
+#: ``resnet50_3d`` (paper 000 defaults), generated from it.
+Volume3DConfig = config_class(RESNET50_3D, "Volume3DConfig")
+#: The small preset used on the built-in phantoms (no --data), from the recipe.
+PHANTOM_PRESET = RESNET50_3D.phantom_preset()
+#: Table 4's columns, then the other classes' sensitivities.
+COVID = "COVID-19"
+
+
+def class_counts(selection, classes):
+    """``{class: volumes}`` of a selection (``{key: class index}``), every class listed."""
+    counts = np.bincount(np.fromiter(selection.values(), dtype=int), minlength=len(classes))
+    return {c: int(counts[i]) for i, c in enumerate(classes)}
+
+
+def fold_volumes(rows, train_patients, val_patients, classes, augment):
+    """The volumes one fold trains and validates on, and their Table 1-style counts.
+
+    Training: every volume of the training patients, with their augmented
+    copies when ``augment``. Validation: the validation patients' own
+    volumes, never a copy.
+
+    Returns:
+        ``(train_selection, val_selection, counts)`` with ``counts`` =
+        ``{"train_before": {class: n}, "train_after": {...}, "val": {...}}``.
+    """
+    before = pipelines.select_volumes(rows, train_patients, classes, augmented=False)
+    train = pipelines.select_volumes(rows, train_patients, classes, augmented=augment)
+    val = pipelines.select_volumes(rows, val_patients or (), classes, augmented=False)
+    counts = {"train_before": class_counts(before, classes), "train_after": class_counts(train, classes),
+              "val": class_counts(val, classes)}
+    return train, val, counts
+
+
+def describe_counts(counts, classes):
+    """``Normal 6 -> 18, CAP 6 -> 18, COVID-19 6; validation Normal 2, ...`` for the log."""
+    def one(c):
+        a, b = counts["train_before"][c], counts["train_after"][c]
+        return f"{c} {a}" if a == b else f"{c} {a} -> {b}"
+
+    line = "training volumes " + ", ".join(one(c) for c in classes)
+    if any(counts["val"].values()):
+        line += "; validation " + ", ".join(f"{c} {counts['val'][c]}" for c in classes)
+    return line
+
+
+def evaluate_volumes(model, folder, rows, selection, classes, batch_size):
+    """The report of ``model`` on the selected volumes, and one prediction row per volume.
+
+    Returns:
+        ``(report, predictions)``: :func:`covid_keras.evaluation.classification_report`
+        with Table 4's ``covid_sensitivity`` / ``covid_specificity``
+        beside it, and ``[{"key", "patient_id", "label", "probabilities"}]``
+        (pseudonymous ids only).
+    """
+    from covid_keras.preprocess.lung_volume import dequantize
+
+    by_key = {r.key: r for r in rows}
+    keys, probs, batch = [], [], []
+
+    def flush():
+        x = np.stack([dequantize(v)[..., None] for v in batch])
+        probs.append(np.asarray(model(x, training=False), dtype=np.float64))
+        batch.clear()
+
+    for key, volume in pipelines.iter_volumes(folder, rows, selection):
+        keys.append(key)
+        batch.append(volume)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    probs = np.concatenate(probs)
+    report = classification_report([selection[k] for k in keys], probs, classes)
+    report["covid_sensitivity"] = report["sensitivity"].get(COVID)
+    report["covid_specificity"] = report["specificity"].get(COVID)
+    predictions = [{"key": k, "patient_id": by_key[k].patient_id, "label": by_key[k].label,
+                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row)}}
+                   for k, row in zip(keys, probs)]
+    return report, predictions
+
+
+def table4(summary, classes):
+    """The command line's view of a cross-validation: Table 4's columns per fold, their mean and std."""
+    metrics = ["accuracy", f"sensitivity/{COVID}", f"specificity/{COVID}"] + \
+              [f"sensitivity/{c}" for c in classes if c != COVID]
+    folds = []
+    for entry in summary["folds"]:
+        report = entry["report"]
+        folds.append({
+            "fold": entry["fold"], "val_patients": entry["val_patients"],
+            "accuracy": report["accuracy"], "covid_sensitivity": report["covid_sensitivity"],
+            "covid_specificity": report["covid_specificity"], "sensitivity": report["sensitivity"],
+            "majority_rate": report["majority_rate"], "confusion": report["confusion"],
+        })
+    return {"k": summary["k"], "folds": folds,
+            "mean": {m: summary["mean"].get(m) for m in metrics + ["majority_rate"]},
+            "std": {m: summary["std"].get(m) for m in metrics}}
+
+
+def check_folds(records, folds, skipped=0):
+    """Clear errors for a dataset the cross-validation cannot split (before any training)."""
+    try:
+        crossval.check_folds(records, folds, option="--folds")
+    except errors.ConfigurationError as e:
+        if skipped:
+            raise errors.ConfigurationError(
+                f"{e} ({skipped} studies were skipped by the preprocessing, see above)") from None
+        raise
+
+
+def build_model(config, recipe=RESNET50_3D):
+    """The fold's model: under ``mixed_float16`` with ``config.mixed_precision``, BatchNormalization momentum set.
+
+    The policy is set here, after cross-validation's ``clear_session``
+    (which resets it); the builder keeps the ``probabilities`` layer in
+    float32, so the softmax and the loss stay full precision, and Keras
+    wraps the optimizer in a ``LossScaleOptimizer`` when it compiles.
+    """
+    import keras
+
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model = recipe.build(config)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = config.bn_momentum
+    return model
+
+
+def check_mixed_precision(config):
+    """ConfigurationError for ``--mixed-precision`` without a GPU (TensorFlow has no float16 MaxPool3D on CPUs)."""
+    if not config.mixed_precision:
+        return
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise errors.ConfigurationError(
+            "--mixed-precision needs a GPU: TensorFlow's CPU kernels have no float16 MaxPool3D, so a 3-D ResNet "
+            "cannot train in mixed_float16 here; leave --mixed-precision off on a CPU."
+        )
+
+
+def train_volume3d(config, log=None):
+    """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict."""
+    import keras
+
+    from covid_keras.preprocess.cache import record_key
+    from covid_keras.preprocess.pipelines import PipelineOptions
+
+    log = log or printer(config.quiet)
+    imports = import_modules(config.import_modules, log) if getattr(config, "import_modules", None) else []
+    recipe = RESNET50_3D
+    check_mixed_precision(config)
+    seed_everything(config.seed)
+    dataset, recs = runner.load_records(config.data, config.dataset, config.phantom_patients_per_class,
+                                        config.seed)
+    check_folds(recs, config.folds)  # before hours of preprocessing
+    run = runner.open_run("volume3d", dataset, config, log)
+    classes = recipe.class_names(config)
+    options = PipelineOptions(**recipe.pipeline(config))
+    folder = pipelines.ensure_cache(recs, dataset, options, classes, workers=config.workers or None,
+                                    progress=not config.quiet, log=log)
+    rows, cache_classes = pipelines.volume_rows(folder)
+    if cache_classes != classes:
+        raise errors.CacheError(f"{folder}: its classes {cache_classes} are not the recipe's {classes}.")
+    cached = {r.key for r in rows if not r.augmented}
+    kept = [r for r in recs if record_key(r) in cached]
+    if len(kept) < len(recs):
+        log(f"{len(recs) - len(kept)} of {len(recs)} studies were skipped by the preprocessing; "
+            f"{len(kept)} take part")
+    check_folds(kept, config.folds, skipped=len(recs) - len(kept))
+
+    def train_fold(fold_run, train_recs, val_recs, fold):
+        train_sel, val_sel, counts = fold_volumes(rows, {r.patient_id for r in train_recs},
+                                                  {r.patient_id for r in val_recs or ()}, classes,
+                                                  config.augment_minority)
+        name = f"fold {fold}" if fold != "final" else "final"
+        log(f"[{name}] {describe_counts(counts, classes)}")
+        write_json(fold_run.file("volumes.json"), {"counts": counts, "train": sorted(train_sel),
+                                                   "val": sorted(val_sel)})
+        model = build_model(config, recipe)
+
+        def stage_data(stage):
+            return StageData(
+                train=pipelines.volume_dataset(folder, train_sel, rows, training=True,
+                                               batch_size=config.batch_size, seed=config.seed),
+                val=(pipelines.volume_dataset(folder, val_sel, rows, training=False, batch_size=config.batch_size)
+                     if val_sel else None),
+                labels=np.fromiter(train_sel.values(), dtype=int), what="volumes",
+                counts={"train": len(train_sel), "val": len(val_sel)})
+
+        # keep="last": a fold reports its validation patients, so it must not pick its epoch on them.
+        results = run_stages(model, fold_run, config.stage_list(), stage_data, classes, keep="last",
+                             verbose=config.verbose, log=log)
+        model.save(fold_run.file("model.keras"))
+        stages = {k: {"best_val_accuracy": v.best_val_accuracy, "epochs_run": v.epochs_run}
+                  for k, v in results.items()}
+        if not val_sel:  # the final model: trained on every patient, nothing held out
+            return {"patients": len({r.patient_id for r in train_recs}), "volumes": counts, "stages": stages}
+        report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size)
+        write_json(fold_run.file("predictions.json"), predictions)
+        return {**report, "volumes": counts, "stages": stages}
+
+    try:
+        summary = crossval.cross_validate(run, kept, k=config.folds, seed=config.seed, train_fold=train_fold,
+                                          final=config.final, log=log)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    result = {
+        "command": "train.volume3d",
+        "recipe": recipe.export_metadata(config),
+        "imports": imports,
+        "dataset": dataset,
+        "classes": classes,
+        "cache": folder,
+        "run": run.path,
+        "studies": {"given": len(recs), "used": len(kept)},
+        "crossval": table4(summary, classes),
+        "reported": recipe.reported,
+    }
+    if config.final:
+        model = keras.models.load_model(run.file("final", "model.keras"))
+        result["model"] = run.file("final", "model.keras")
+        view = result["crossval"]
+        exported = runner.export_model(model, recipe, config, classes, options, metadata={
+            "crossval": {"k": view["k"], "mean": view["mean"], "std": view["std"]}})
+        if exported:
+            result["exported"] = exported
+            log(f"exported: {exported}")
+    else:
+        log("no final model (--no-final): nothing exported; the folds' models are in " + run.file("folds"))
+    write_json(run.file("summary.json"), result)
+    return result
+
+
+__all__ = ["PHANTOM_PRESET", "Volume3DConfig", "build_model", "check_folds", "check_mixed_precision", "class_counts", "describe_counts",
+           "evaluate_volumes", "fold_volumes", "table4", "train_volume3d"]
+
