@@ -5,6 +5,7 @@ BatchNormalization staying frozen in stage 3 is tested through train.slice_level
 """
 
 import csv
+import os
 
 import keras
 import numpy as np
@@ -239,3 +240,32 @@ def _weights_of(result):
     model = _tiny()
     model.load_weights(result.weights)
     return model.get_weights()[0]
+
+
+class WeightsAtEpochEnd(keras.callbacks.Callback):
+    """The model's weights after every epoch (what "the last epoch's weights" must equal)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_keep_last_ends_with_the_last_epochs_weights_and_still_logs_validation(tmp_path):
+    """A cross-validation fold (keep="last") must not pick its epoch on the patients it reports."""
+    keras.utils.set_random_seed(0)
+    run = RunFolder.open(tmp_path / "run", {"test": "keep-last"})
+    model, seen = _tiny(), WeightsAtEpochEnd()
+    # A high rate makes validation accuracy move between epochs, so best and last differ.
+    result = fit_stage(model, run, "fold", _data(), _data(1), learning_rate=0.5, epochs=6, verbose=0,
+                       keep="last", extra_callbacks=[seen], log=lambda m: None)
+    with open(run.file("logs", "fold.csv")) as f:
+        val = [float(r["val_accuracy"]) for r in csv.DictReader(f)]
+    assert len(val) == 6 and result.best_val_accuracy == pytest.approx(max(val))
+    for a, b in zip(model.get_weights(), seen.weights[-1]):
+        np.testing.assert_array_equal(a, b)
+    assert not os.path.exists(run.file("checkpoints", "fold", "best.weights.h5"))
+    with pytest.raises(ValueError, match="keep"):
+        fit_stage(_tiny(), run, "other", _data(), _data(1), learning_rate=0.5, epochs=1, keep="first")
