@@ -254,6 +254,8 @@ def train_volume3d(config, log=None):
         "reported": recipe.reported,
     }
     if config.final:
+        import covid_keras.models  # noqa: F401 - registers ClippedReLU, for a final model finished in an earlier run
+
         model = keras.models.load_model(run.file("final", "model.keras"))
         result["model"] = run.file("final", "model.keras")
         view = result["crossval"]

@@ -201,7 +201,7 @@ def test_killed_in_fold_2_the_rerun_continues_fold_2_from_its_last_finished_epoc
 
     run = tmp_path / "run"
     args = ["--data", dataset_root, "--volume-size", str(SIDE), "--depth", "18", "--weights", "none",
-            "--batch-size", "4", "--bn-momentum", "0.9", "--folds", "2", "--epochs", "4", "--no-final",
+            "--batch-size", "4", "--bn-momentum", "0.9", "--folds", "2", "--epochs", "4",
             "--workers", "1", "--run-dir", str(run), "--export-dir", "none", "--verbose", "2"]
     log = run / "folds" / "fold_2" / "logs" / "train.csv"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -234,6 +234,11 @@ def test_killed_in_fold_2_the_rerun_continues_fold_2_from_its_last_finished_epoc
     stage = json.loads((run / "folds" / "fold_2" / "stages" / "train.json").read_text())
     assert stage["epochs_run"] == 4 - len(done_before)
     assert json.loads((run / "crossval.json").read_text())["k"] == 2
+    # Everything finished: a third run trains nothing and reads the final model back (a fresh process).
+    again = _command(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("(finished earlier)") == 3 and "Epoch 1/" not in again.stderr
+    assert json.loads(again.stdout)["model"].endswith(os.path.join("final", "model.keras"))
 
 
 def test_mixed_precision_builds_float16_compute_with_a_float32_softmax_and_loss_scaling():
