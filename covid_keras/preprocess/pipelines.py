@@ -85,8 +85,13 @@ class Item:
 
 
 def _study_seed(record, seed):
-    """A seed of its own for each study (its crop fractions differ from every other study's)."""
-    digest = hashlib.sha1("|".join(record.paths).encode()).digest()
+    """A seed of its own for each study (its crop fractions differ from every other study's).
+
+    Taken from the patient id and the series folder's name, not its full
+    path, so a dataset moved to another disk gets the same crops.
+    """
+    name = "|".join([record.patient_id, *(os.path.basename(os.path.normpath(p)) for p in record.paths)])
+    digest = hashlib.sha1(name.encode()).digest()
     return np.random.SeedSequence([int(seed), int.from_bytes(digest[:8], "little")])
 
 

@@ -42,8 +42,9 @@ def run_params(command_dir, *, export=True, workers=False, verbose=1, folder="<c
     return tuple(params)
 
 
-#: Settings that do not change what a run computes (left out of its folder's hash).
-NOT_HASHED = ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir")
+#: Settings that do not change what a run computes (left out of its folder's hash). ``final`` adds
+#: the final model to the same folds, so ``--no-final`` and a later run with it share the folder.
+NOT_HASHED = ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir", "final")
 
 
 def config_class(recipe, class_name, doc=None):

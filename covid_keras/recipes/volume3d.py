@@ -2,7 +2,8 @@
 
 Training (paper, Table 3): cross-entropy, Adam 2e-4 halved every 40 epochs,
 120 epochs; 4-fold cross-validation by patient, then a final model.
-No batch size is given (ours: 2, what fits 224^3 volumes on an 8 GB GPU).
+No batch size is given (ours: 2; the paper trained on an 8 GB RTX 2070, and two 224^3 volumes
+is our estimate of what fits there, not measured).
 ``python -m train.volume3d`` runs it (covid_keras.training.volume_level).
 """
 
@@ -17,7 +18,7 @@ RESNET50_3D = Recipe(
     builder_args=lambda c: {"input_shape": (c.volume_size,) * 3 + (1,), "depth": c.depth, "weights": c.weights},
     classes="ct3",
     pipeline=lambda c: {"pipeline": "volume3d", "size": c.volume_size,
-                        "augment_minority": c.augment_minority},
+                        "augment_minority": c.augment_minority, "seed": c.seed},
     input_shape=lambda c: (c.volume_size,) * 3 + (1,),
     # The phantom preset trains 10 epochs at 5e-4 (the step schedule does not reach its first halving).
     stages=(Stage("train", "all", 120, Schedule("step", 2e-4, every_epochs=40, factor=0.5), flag="",
@@ -30,11 +31,15 @@ RESNET50_3D = Recipe(
         Param("depth", 50, "ResNet depth", choices=(18, 34, 50), phantom=18,
               ours="the paper's Table 2 fits a ResNet-18/34 as well; 50 as its title says"),
         Param("volume_size", 224, "side of the resampled cubic volume", phantom=32),
-        Param("batch_size", 2, "volumes per batch", phantom=4, ours="the paper gives none: 2 fits an 8 GB GPU"),
+        Param("batch_size", 2, "volumes per batch", phantom=4,
+              ours="the paper gives none: 2, our estimate for its 8 GB GPU (not measured)"),
         Param("bn_momentum", 0.99, "BatchNormalization momentum of the moving statistics (Keras' default)",
               phantom=0.9, ours="the paper gives none"),
         Param("augment_minority", True, "extra CAP and Normal training volumes from the second resampling and "
                                         "random centre crops (paper 000), training patients only"),
+        Param("class_weights", "none", "none: plain cross-entropy (the paper); balanced: weight each class by "
+                                       "n / (k x its volumes); the phantom preset's, as the copies leave its COVID-19 volumes a third of "
+                                       "each other class's", choices=("none", "balanced"), phantom="balanced"),
         Param("folds", 4, "cross-validation folds by patient"),
         Param("final", True, "after the folds, train a final model on all patients (the one exported)"),
         Param("mixed_precision", False, "mixed_float16 compute for GPUs (Keras loss scaling); the softmax and "

@@ -729,6 +729,12 @@ def _export_volume(model, base_dir, name, version, metadata, image_bytes_endpoin
         def serving_default(volume):
             volume = _checked_images(volume, shape, "volume",
                                      "grey values in [0, 1] (the volume3d pipeline's output)")
+            # A volume in HU or 0-255 would still get a confident answer: refuse it instead.
+            message = ("`volume` holds values outside [0, 1]; send the volume3d pipeline's grey values, "
+                       "not HU or 0-255 pixels")
+            with tf.control_dependencies([tf.debugging.assert_less_equal(volume, 1.0, message=message),
+                                          tf.debugging.assert_greater_equal(volume, 0.0, message=message)]):
+                volume = tf.identity(volume)
             return {OUTPUT_KEY: _probabilities(model, volume)}
 
         archive.add_endpoint(SERVING_DEFAULT, serving_default)

@@ -63,7 +63,9 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        optimizer = self.model.optimizer
+        # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer; the schedule and the
+        # step count that decide the rate are the inner optimizer's.
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         rate = optimizer.learning_rate
         if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             rate = optimizer._learning_rate(max(int(optimizer.iterations.numpy()) - 1, 0))

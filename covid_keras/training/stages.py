@@ -73,7 +73,8 @@ class StageData:
     counts: dict = dataclasses.field(default_factory=dict)
 
 
-def run_stages(model, run, stages, stage_data, classes, *, trainer=None, keep="best", verbose=1, log=print):
+def run_stages(model, run, stages, stage_data, classes, *, trainer=None, keep="best", class_weights=True,
+               verbose=1, log=print):
     """Trains ``model`` through ``stages`` in order; returns ``{stage name: StageResult}``.
 
     Args:
@@ -87,6 +88,9 @@ def run_stages(model, run, stages, stage_data, classes, *, trainer=None, keep="b
         keep: ``"best"`` (best-validation weights) or ``"last"`` (the last
             epoch's: a cross-validation fold, whose validation patients are
             the ones it reports, must not choose its epoch on them).
+        class_weights: weight the loss by scikit-learn's "balanced" class
+            weights of each stage's training labels; False: plain
+            cross-entropy.
         verbose, log: Keras progress output and the one-line log.
     """
     results, last = {}, None
@@ -94,10 +98,12 @@ def run_stages(model, run, stages, stage_data, classes, *, trainer=None, keep="b
         set_trainable(model, stage.trainable)
         data = stage_data(stage)
         labels = np.asarray(data.labels, dtype=int)
-        weights = balanced_class_weights(labels, len(classes))
+        weights = balanced_class_weights(labels, len(classes)) if class_weights else None
         counts = np.bincount(labels, minlength=len(classes))
+        described = (f"class weights: {describe_class_weights(weights, classes, counts)}" if weights else
+                     "unweighted loss: " + ", ".join(f"{c} {int(n)}" for c, n in zip(classes, counts)))
         log(f"[{stage.name}] {len(labels)} training / {data.counts.get('val', '?')} validation {data.what}; "
-            f"class weights: {describe_class_weights(weights, classes, counts)}")
+            f"{described}")
         previous = last[1] if last is not None and last[0] == data.validation else None
         result = fit_stage(trainer or model, run, stage.name, data.train, data.val, learning_rate=stage.schedule,
                            optimizer=stage.optimizer, epochs=stage.epochs, class_weight=weights,

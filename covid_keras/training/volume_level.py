@@ -21,6 +21,10 @@ specificity) with every class's sensitivity and the confusion matrix;
 the folds, and :func:`table4` is the view the command line prints.
 """
 
+import concurrent.futures
+import dataclasses
+import multiprocessing
+
 import numpy as np
 
 from covid_keras import errors
@@ -129,7 +133,9 @@ def table4(summary, classes):
         })
     return {"k": summary["k"], "folds": folds,
             "mean": {m: summary["mean"].get(m) for m in metrics + ["majority_rate"]},
-            "std": {m: summary["std"].get(m) for m in metrics}}
+            "std": {m: summary["std"].get(m) for m in metrics},
+            # Folds each figure rests on: a class absent from a fold's validation patients is left out.
+            "counts": {m: summary["counts"].get(m) for m in metrics}}
 
 
 def check_folds(records, folds, skipped=0):
@@ -175,6 +181,62 @@ def check_mixed_precision(config):
         )
 
 
+def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, log=print):
+    """Trains one fold (or the final model, with no ``val_patients``) in ``fold_run``; returns its report.
+
+    The report holds the metrics only (what ``crossval.json`` averages);
+    the fold's volumes and counts go to ``volumes.json``, its stages to
+    ``stages/``, its per-volume answers to ``predictions.json``.
+    """
+    rows, classes = pipelines.volume_rows(folder)
+    train_sel, val_sel, counts = fold_volumes(rows, train_patients, val_patients, classes, config.augment_minority)
+    name = f"fold {fold}" if fold != "final" else "final"
+    log(f"[{name}] {describe_counts(counts, classes)}")
+    write_json(fold_run.file("volumes.json"), {"counts": counts, "train": sorted(train_sel), "val": sorted(val_sel)})
+    model = build_model(config)
+
+    def stage_data(stage):
+        return StageData(
+            train=pipelines.volume_dataset(folder, train_sel, rows, training=True, batch_size=config.batch_size,
+                                           seed=config.seed),
+            val=(pipelines.volume_dataset(folder, val_sel, rows, training=False, batch_size=config.batch_size)
+                 if val_sel else None),
+            labels=np.fromiter(train_sel.values(), dtype=int), what="volumes",
+            counts={"train": len(train_sel), "val": len(val_sel)})
+
+    # keep="last": a fold reports its validation patients, so it must not pick its epoch on them.
+    run_stages(model, fold_run, config.stage_list(), stage_data, classes, keep="last",
+               class_weights=config.class_weights == "balanced", verbose=config.verbose, log=log)
+    model.save(fold_run.file("model.keras"))
+    if not val_sel:  # the final model: trained on every patient, nothing held out
+        return {"patients": len(set(train_patients)), "volumes": len(train_sel)}
+    report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size)
+    write_json(fold_run.file("predictions.json"), predictions)
+    return report
+
+
+def _fold_process(settings, folder, fold_run, train_patients, val_patients, fold, seed):
+    """:func:`train_one_fold` in a process of its own (spawned by :func:`train_volume3d`)."""
+    import sys
+
+    sys.stdout = sys.stderr  # Keras' progress joins the log; the parent's stdout holds the JSON only
+    config = Volume3DConfig(**settings)
+    seed_everything(seed)
+    return train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, printer(config.quiet))
+
+
+def float32_copy(model, config):
+    """The model rebuilt in float32 with ``model``'s weights (a mixed_float16 model cannot run on a CPU)."""
+    import keras
+
+    if all(layer.compute_dtype != "float16" for layer in model.layers):
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    copy = build_model(dataclasses.replace(config, mixed_precision=False))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def train_volume3d(config, log=None):
     """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict."""
     import keras
@@ -206,35 +268,16 @@ def train_volume3d(config, log=None):
     check_folds(kept, config.folds, skipped=len(recs) - len(kept))
 
     def train_fold(fold_run, train_recs, val_recs, fold):
-        train_sel, val_sel, counts = fold_volumes(rows, {r.patient_id for r in train_recs},
-                                                  {r.patient_id for r in val_recs or ()}, classes,
-                                                  config.augment_minority)
-        name = f"fold {fold}" if fold != "final" else "final"
-        log(f"[{name}] {describe_counts(counts, classes)}")
-        write_json(fold_run.file("volumes.json"), {"counts": counts, "train": sorted(train_sel),
-                                                   "val": sorted(val_sel)})
-        model = build_model(config, recipe)
-
-        def stage_data(stage):
-            return StageData(
-                train=pipelines.volume_dataset(folder, train_sel, rows, training=True,
-                                               batch_size=config.batch_size, seed=config.seed),
-                val=(pipelines.volume_dataset(folder, val_sel, rows, training=False, batch_size=config.batch_size)
-                     if val_sel else None),
-                labels=np.fromiter(train_sel.values(), dtype=int), what="volumes",
-                counts={"train": len(train_sel), "val": len(val_sel)})
-
-        # keep="last": a fold reports its validation patients, so it must not pick its epoch on them.
-        results = run_stages(model, fold_run, config.stage_list(), stage_data, classes, keep="last",
-                             verbose=config.verbose, log=log)
-        model.save(fold_run.file("model.keras"))
-        stages = {k: {"best_val_accuracy": v.best_val_accuracy, "epochs_run": v.epochs_run}
-                  for k, v in results.items()}
-        if not val_sel:  # the final model: trained on every patient, nothing held out
-            return {"patients": len({r.patient_id for r in train_recs}), "volumes": counts, "stages": stages}
-        report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size)
-        write_json(fold_run.file("predictions.json"), predictions)
-        return {**report, "volumes": counts, "stages": stages}
+        # In a fresh process: Keras 3.15 / TensorFlow 2.21 keep about 0.45 GB per fitted 3-D
+        # ResNet-18 (16^3) after clear_session and gc, as a plain model.fit loop shows, so folds
+        # trained one after another in one process would pile up host and GPU memory.
+        train_patients = sorted({r.patient_id for r in train_recs})
+        val_patients = sorted({r.patient_id for r in val_recs}) if val_recs is not None else []
+        seed = config.seed if fold == "final" else config.seed + fold  # cross_validate's per-fold seeds
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(_fold_process, dataclasses.asdict(config), folder, fold_run, train_patients,
+                               val_patients, fold, seed).result()
 
     try:
         summary = crossval.cross_validate(run, kept, k=config.folds, seed=config.seed, train_fold=train_fold,
@@ -256,7 +299,8 @@ def train_volume3d(config, log=None):
     if config.final:
         import covid_keras.models  # noqa: F401 - registers ClippedReLU, for a final model finished in an earlier run
 
-        model = keras.models.load_model(run.file("final", "model.keras"))
+        # Served in float32 wherever it runs (after --mixed-precision, final/model.keras is mixed_float16).
+        model = float32_copy(keras.models.load_model(run.file("final", "model.keras")), config)
         result["model"] = run.file("final", "model.keras")
         view = result["crossval"]
         exported = runner.export_model(model, recipe, config, classes, options, metadata={
@@ -270,6 +314,7 @@ def train_volume3d(config, log=None):
     return result
 
 
-__all__ = ["PHANTOM_PRESET", "Volume3DConfig", "build_model", "check_folds", "check_mixed_precision", "class_counts", "describe_counts",
-           "evaluate_volumes", "fold_volumes", "table4", "train_volume3d"]
+__all__ = ["PHANTOM_PRESET", "Volume3DConfig", "build_model", "check_folds", "check_mixed_precision", "class_counts",
+           "describe_counts", "evaluate_volumes", "float32_copy", "fold_volumes", "table4", "train_one_fold",
+           "train_volume3d"]
 

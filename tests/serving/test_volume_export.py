@@ -116,13 +116,21 @@ def test_fresh_process_signature_equals_the_keras_model(volume_model, volume_exp
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["wrong_shape", "nan"])
+@pytest.mark.parametrize("case", ["wrong_shape", "nan", "hu", "pixels_0_255", "negative"])
 def test_bad_volumes_raise_invalid_argument(volume_export, case):
     import tensorflow as tf
 
     signature = tf.saved_model.load(volume_export).signatures["serving_default"]
+    outside = "`volume` holds values outside \\[0, 1\\]"
     if case == "wrong_shape":
         x, message = np.zeros((1, SIDE, SIDE, SIDE - 1, 1), np.float32), "shape"
+    elif case == "hu":
+        x, message = (_volumes(1) * 1400 - 1000).astype(np.float32), outside
+    elif case == "pixels_0_255":
+        x, message = (_volumes(1) * 255).astype(np.float32), outside
+    elif case == "negative":
+        x, message = _volumes(1), outside
+        x[0, 1, 1, 1, 0] = -0.01
     else:
         x, message = _volumes(1), "`volume` holds NaN or infinite values; send finite grey values in \\[0, 1\\]"
         x[0, 3, 4, 5, 0] = np.nan

@@ -132,3 +132,20 @@ def test_a_schedule_without_steps_per_epoch_is_refused(tmp_path):
     with pytest.raises(errors.ConfigurationError, match="step learning-rate schedule"):
         fit_stage(_tiny(), run, "stage", unknown, None, learning_rate=Schedule("step", 1e-3, every_epochs=2,
                   factor=0.5), epochs=2, verbose=0, log=lambda m: None)
+
+
+def test_the_logged_rate_is_right_under_mixed_precision(tmp_path):
+    """Under mixed_float16 Keras wraps the optimizer in loss scaling; the log reads the inner schedule's rate."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        run = RunFolder.open(tmp_path / "run", {"test": "mixed"})
+        model = _tiny()
+        fit_stage(model, run, "stage", _data(), _data(1), learning_rate=Schedule("step", 0.1, every_epochs=2,
+                  factor=0.5), epochs=4, verbose=0, log=lambda m: None)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with open(run.file("logs", "stage.csv")) as f:
+        logged = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    assert logged == pytest.approx([0.1, 0.1, 0.05, 0.05], rel=1e-6)

@@ -157,26 +157,31 @@ def test_the_chain_cross_validates_exports_and_predicts(dataset_root, tmp_path):
     accuracies = [f["accuracy"] for f in view["folds"]]
     assert view["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
     assert view["std"]["accuracy"] == pytest.approx(np.std(accuracies))
+    assert view["counts"]["accuracy"] == 2
     covid = [f["covid_sensitivity"] for f in view["folds"]]
     assert view["mean"]["sensitivity/COVID-19"] == pytest.approx(np.mean(covid))
     for fold in view["folds"]:
         assert np.sum(fold["confusion"]) == 6 and set(fold["sensitivity"]) == set(CLASSES)
 
     folds = json.loads((run / "folds.json").read_text())["folds"]
+    by_key = {r.key: r for r in pipelines.volume_rows(summary["cache"])[0]}
     for entry in folds:
         sub = run / "folds" / f"fold_{entry['fold']}"
         volumes = json.loads((sub / "volumes.json").read_text())
-        train_patients = {k.split("-")[0] for k in volumes["train"]}
+        assert len(volumes["train"]) == 6 + 2 * 4  # 6 training patients, and the 4 CAP / Normal ones' copies
+        train_patients = {by_key[k].patient_id for k in volumes["train"]}
         assert not train_patients & set(entry["val"])  # no volume, no copy of a validation patient
-        assert sorted({k.split("-")[0] for k in volumes["val"]}) == sorted(entry["val"])
-        assert not [k for k in volumes["val"] if "-aug" in k]
+        assert sorted({by_key[k].patient_id for k in volumes["val"]}) == sorted(entry["val"])
+        assert not [k for k in volumes["val"] if by_key[k].augmented]
         predictions = json.loads((sub / "predictions.json").read_text())
         assert sorted(p["patient_id"] for p in predictions) == sorted(entry["val"])
         report = json.loads((sub / "report.json").read_text())
         assert report["n"] == len(predictions) == 6
         assert json.loads((sub / "stages" / "train.json").read_text())["kept"] == "last"
     crossval = json.loads((run / "crossval.json").read_text())
-    assert crossval["final"]["patients"] == 12
+    assert crossval["final"] == {"patients": 12, "volumes": 12 + 2 * 8}
+    # The mean and std are over the metrics only, not the folds' bookkeeping.
+    assert not [m for m in crossval["mean"] if m.startswith(("volumes", "stages"))]
 
     # The export is the final model; predict on a study = the final model on its cached volume.
     exported = summary["exported"]
@@ -278,3 +283,32 @@ def test_mixed_precision_on_a_cpu_is_refused_before_any_work(tmp_path):
     with pytest.raises(errors.ConfigurationError, match=r"--mixed-precision needs a GPU"):
         volume_level.train_volume3d(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_mixed_precision_final_model_is_exported_in_float32(tmp_path):
+    """A mixed_float16 model cannot run on a CPU (no float16 MaxPool3D): the export is its float32 copy."""
+    import keras
+
+    from covid_keras import serving
+
+    config = volume_level.Volume3DConfig(weights=None, depth=18, volume_size=SIDE, mixed_precision=True)
+    try:
+        mixed = volume_level.build_model(config)
+        mixed.save(tmp_path / "final.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = keras.models.load_model(tmp_path / "final.keras")
+    assert loaded.get_layer("conv1_conv").compute_dtype == "float16"
+    copy = volume_level.float32_copy(loaded, config)
+    assert all(layer.compute_dtype == "float32" for layer in copy.layers)
+    for a, b in zip(copy.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    exported = serving.export(copy, str(tmp_path / "saved"), class_names=CLASSES,
+                              preprocessing={"pipeline": "volume3d", "size": SIDE})
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).uniform(size=(1, SIDE, SIDE, SIDE, 1)).astype("float32")
+    served = tf.saved_model.load(exported).signatures["serving_default"](volume=tf.constant(x))["probabilities"]
+    np.testing.assert_allclose(served.numpy(), np.asarray(copy(x, training=False)), atol=1e-5)
+    plain = volume_level.build_model(volume_level.Volume3DConfig(weights=None, depth=18, volume_size=SIDE))
+    assert volume_level.float32_copy(plain, config) is plain
