@@ -2,14 +2,16 @@
 
 Runs ``python -m train.volume3d`` (the phantom preset, shortened to
 ``--epochs`` epochs, ``--no-final``, ``--export-dir none``, ``--workers 1``
-so the preprocessing runs in the measured process and it starts no
-grandchildren) twice, one child process at a time: with
+so the preprocessing runs in the measured process) twice, one child process
+at a time: with
 ``--phantom-patients-per-class N`` and then ``2N``. Each run has a fresh
 run folder and a fresh ``COVID_KERAS_CACHE`` (a temporary folder), so its
 phantom dataset and its volume3d cache are built inside the measured run.
 Each child's own peak resident set size comes from ``os.wait4`` (its
 ``ru_maxrss``, not the maximum over every child waited for, which
-``RUSAGE_CHILDREN`` would give). Volumes stream from the cache shards
+``RUSAGE_CHILDREN`` would give). On Linux that figure is the larger of the
+command's own peak and those of the processes it waited for: each fold
+trains in a process of its own, and its peak counts. Volumes stream from the cache shards
 (``training.pipelines.volume_dataset``), so the peak should not grow with
 the studies: the target is a ratio 2N / N within 1.10. Prints JSON with both
 peaks, their ratio, the studies and volumes each run used (from its
@@ -78,7 +80,7 @@ def run_once(patients_per_class, epochs, folder):
     records = manifest["records"]
     folds = []
     for entry in crossval["folds"]:
-        counts = entry["report"]["volumes"]
+        counts = _read_json(os.path.join(run_dir, "folds", f"fold_{entry['fold']}", "volumes.json"))["counts"]
         folds.append({side: sum(counts[side].values()) for side in ("train_before", "train_after", "val")})
     result.update({
         "studies": summary["studies"],

@@ -127,7 +127,7 @@ def _fingerprint(options, classes, shards, dataset):
     if options.pipeline == "volume3d":
         # Volumes are stored as uint8 grey levels (lung_volume.quantize) and their crops
         # are seeded per study; float32 caches from before differ.
-        content["storage"] = "uint8, per-study crop seeds"
+        content["storage"] = "uint8, crop seeds per study from its patient id and folder name"
     blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -341,11 +341,7 @@ def _preprocessing(preprocessing, model_name, size, channels, volume=False):
             f"`preprocessing['pipeline']` must be one of {SERVED_PIPELINES} for a served 2-D model. "
             f"Received: pipeline={pipeline!r}"
         )
-    given = preprocessing.get("size") or size
-    if given != size:
-        raise errors.ConfigurationError(
-            f"`preprocessing['size']` ({given}) differs from the model's input side ({size})."
-        )
+    _check_size(preprocessing, size)
     record = {"pipeline": pipeline, "size": int(size)}
     if pipeline == "ct_slices":
         if channels != 3:
@@ -360,6 +356,14 @@ def _preprocessing(preprocessing, model_name, size, channels, volume=False):
     return record
 
 
+def _check_size(preprocessing, size):
+    given = preprocessing.get("size") or size
+    if given != size:
+        raise errors.ConfigurationError(
+            f"`preprocessing['size']` ({given}) differs from the model's input side ({size})."
+        )
+
+
 def _volume_preprocessing(preprocessing, model_name, size):
     """The record of a volume model: ``{"pipeline": "volume3d", "size": D, "normalization": ...}``."""
     from covid_keras.preprocess.lung_volume import NORMALIZATIONS
@@ -370,11 +374,7 @@ def _volume_preprocessing(preprocessing, model_name, size):
             f"`preprocessing['pipeline']` must be one of {VOLUME_PIPELINES} for a served volume model "
             f"({model_name!r} takes [batch, D, H, W, 1] volumes). Received: pipeline={pipeline!r}"
         )
-    given = preprocessing.get("size") or size
-    if given != size:
-        raise errors.ConfigurationError(
-            f"`preprocessing['size']` ({given}) differs from the model's input side ({size})."
-        )
+    _check_size(preprocessing, size)
     normalization = str(preprocessing.get("normalization", "minmax"))
     if normalization not in NORMALIZATIONS:
         raise errors.ConfigurationError(
@@ -635,13 +635,8 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
                               class_names, preprocessing)
     if image_bytes_endpoint is None:
         image_bytes_endpoint = True
-    num_classes = _num_classes(model)
-    name = _check_name(model.name if name is None else name)
-    version = _check_version(version)
-    metadata = _check_metadata(metadata)
-    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
-    names = _class_names(class_names, model.name, num_classes)
-    prep = _preprocessing(preprocessing, model.name, shape[0], shape[2])
+    num_classes, name, version, metadata, names, prep = _checked_export(
+        model, name, version, metadata, class_names, preprocessing, shape[0], shape[2])
     if shape[0] != shape[1]:
         raise errors.ConfigurationError(
             f"The preprocessing pipelines make square images; model {model.name!r} takes {shape[:2]}."
@@ -695,6 +690,18 @@ def export(model, base_dir, name=None, version=None, metadata=None, image_bytes_
     return final
 
 
+def _checked_export(model, name, version, metadata, class_names, preprocessing, size, channels, volume=False):
+    """What every export checks first: ``(num_classes, name, version, metadata, class names, preprocessing record)``."""
+    num_classes = _num_classes(model)
+    name = _check_name(model.name if name is None else name)
+    version = _check_version(version)
+    metadata = _check_metadata(metadata)
+    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
+    names = _class_names(class_names, model.name, num_classes)
+    prep = _preprocessing(preprocessing, model.name, size, channels, volume=volume)
+    return num_classes, name, version, metadata, names, prep
+
+
 def _export_volume(model, base_dir, name, version, metadata, image_bytes_endpoint, shape, class_names,
                    preprocessing):
     """:func:`export` of a volume model: ``serving_default`` on ``volume`` [batch, D, H, W, 1] in [0, 1]."""
@@ -708,13 +715,8 @@ def _export_volume(model, base_dir, name, version, metadata, image_bytes_endpoin
         raise errors.ConfigurationError(
             f"The volume3d pipeline makes cubes; model {model.name!r} takes volumes of {shape[:3]}."
         )
-    num_classes = _num_classes(model)
-    name = _check_name(model.name if name is None else name)
-    version = _check_version(version)
-    metadata = _check_metadata(metadata)
-    class_names, preprocessing = _from_metadata(metadata, class_names, preprocessing)
-    names = _class_names(class_names, model.name, num_classes)
-    prep = _preprocessing(preprocessing, model.name, depth, channels, volume=True)
+    num_classes, name, version, metadata, names, prep = _checked_export(
+        model, name, version, metadata, class_names, preprocessing, depth, channels, volume=True)
 
     import tensorflow as tf
 

@@ -228,3 +228,16 @@ def test_cli_bad_data_folder_is_one_sentence(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "--data" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_load_reads_only_the_chosen_shards(tmp_path, ct_records):
+    cache.build_cache(ct_records, tmp_path / "c", VOLUME, dataset="phantoms", workers=1, progress=False)
+    manifest = tfrecords.read_manifest(tmp_path / "c")
+    chosen = manifest["shards"][1:3]
+    keys = sorted(ex["key"].numpy().decode() for ex in tfrecords.load(tmp_path / "c", with_meta=True, shards=chosen))
+    # Every manifest row names its shard; the keys read are exactly those rows'.
+    assert keys == sorted(r["key"] for r in manifest["records"] if r["shard"] in chosen) and len(keys) == 2
+    with pytest.raises(errors.CacheError, match="has no shard 'shard-99999.tfrecord'"):
+        tfrecords.load(tmp_path / "c", shards=["shard-99999.tfrecord"])
+    with pytest.raises(errors.CacheError, match="no shard selected"):
+        tfrecords.load(tmp_path / "c", shards=[])
