@@ -29,7 +29,6 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
-from covid_keras.extensions import import_modules
 from covid_keras.recipes import RESNET50_3D, config_class
 from covid_keras.training import crossval, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
@@ -41,7 +40,7 @@ from covid_keras.training.stages import StageData, run_stages
 Volume3DConfig = config_class(RESNET50_3D, "Volume3DConfig")
 #: The small preset used on the built-in phantoms (no --data), from the recipe.
 PHANTOM_PRESET = RESNET50_3D.phantom_preset()
-#: Table 4's columns, then the other classes' sensitivities.
+#: The class of Table 4's sensitivity and specificity columns.
 COVID = "COVID-19"
 
 
@@ -238,14 +237,17 @@ def float32_copy(model, config):
 
 
 def train_volume3d(config, log=None):
-    """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict."""
+    """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict.
+
+    ``log`` gets this process's lines; each fold trains in a process of
+    its own, which prints its lines (and Keras' progress) to stderr.
+    """
     import keras
 
     from covid_keras.preprocess.cache import record_key
     from covid_keras.preprocess.pipelines import PipelineOptions
 
     log = log or printer(config.quiet)
-    imports = import_modules(config.import_modules, log) if getattr(config, "import_modules", None) else []
     recipe = RESNET50_3D
     check_mixed_precision(config)
     seed_everything(config.seed)
@@ -287,7 +289,6 @@ def train_volume3d(config, log=None):
     result = {
         "command": "train.volume3d",
         "recipe": recipe.export_metadata(config),
-        "imports": imports,
         "dataset": dataset,
         "classes": classes,
         "cache": folder,
