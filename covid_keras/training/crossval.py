@@ -164,7 +164,7 @@ def _flatten(report, prefix=""):
 
 def _fold_assignment(run, records, k, seed, check_content, stratify, log):
     """``[(train, val), ...]``: new folds written to folds.json, or the run's saved ones."""
-    _check_k(records, k, stratify)
+    check_folds(records, k, stratify)
     path = run.file("folds.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -188,11 +188,6 @@ def check_folds(records, k, stratify=True, option="k"):
         stratify: every fold needs a patient of every class.
         option: how the message names ``k`` (a command line passes ``"--folds"``).
     """
-    _check_k(records, k, stratify, option)
-
-
-def _check_k(records, k, stratify, option="k"):
-    """ConfigurationError for a ``k`` no split of these records can have."""
     if isinstance(k, bool) or int(k) != k or k < 2:
         raise errors.ConfigurationError(f"`{option}` must be an integer of at least 2. Received: {option}={k}")
     per_class = Counter(_patient_labels(records).values())

@@ -249,6 +249,11 @@ def select_volumes(rows, patients, classes, *, augmented):
             if r.patient_id in patients and (augmented or not r.augmented)}
 
 
+def _shards_of(rows, selection):
+    """The shard files holding the selected volumes (a fold reads those only)."""
+    return sorted({r.shard for r in rows if r.key in selection})
+
+
 def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
                    shuffle_buffer=VOLUME_SHUFFLE_BUFFER):
     """(volume float32 [D, H, W, 1] in [0, 1], label) batches streamed from the volume3d cache.
@@ -266,7 +271,7 @@ def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
     """
     if not selection:
         raise _nothing_selected(folder, "volumes")
-    shards = sorted({r.shard for r in rows if r.key in selection})
+    shards = _shards_of(rows, selection)
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed, shards=shards)
 
     def to_input(volume):
@@ -279,7 +284,7 @@ def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
 
 def iter_volumes(folder, rows, selection):
     """Yields ``(key, uint8 volume [D, H, W])`` of the selected volumes, shard by shard (evaluation)."""
-    shards = sorted({r.shard for r in rows if r.key in selection})
+    shards = _shards_of(rows, selection)
     ds = records.load(folder, with_meta=True, shards=shards).map(lambda ex: (ex["key"], ex["input"]))
     for key, volume in ds.as_numpy_iterator():
         key = key.decode()
