@@ -565,3 +565,188 @@ def write_ct_phantom(folder, label="COVID-19", seed=0, n_slices=40, size=96, sli
                                     slice_spacing=slice_spacing, seed=seed)
     write_ct_series(hu, spacing, folder, seed=seed)
     return folder
+
+
+# --------------------------------------------------------------------------
+# CT-slice images (the SARS-CoV-2 CT-scan dataset's layout)
+# --------------------------------------------------------------------------
+
+#: SARS-CoV-2 CT-scan class folders and file-name stems (the real dataset's names).
+SARS_CT_FOLDERS = {"COVID-19": ("COVID", "Covid"), "Normal": ("non-COVID", "Non-Covid")}
+_SARS_CT_PATHOLOGY = {"COVID-19": "covid", "Normal": "normal"}
+#: Lung window (HU) of the written images: width 1500, level -600, so
+#: [-1350, 150] HU maps to [0, 255]: lung (-850) at 85, ground glass (-600)
+#: at 128, fat and soft tissue near white.
+SARS_CT_WINDOW = (1500.0, -600.0)
+# Few slices are enough to pick one through the widest part of the lungs,
+# where _lesions centres the COVID-19 patches (t in 0.4..0.65).
+_SARS_CT_SLICES = 20
+_SARS_CT_T_RANGE = (0.4, 0.65)
+
+
+@dataclasses.dataclass(frozen=True)
+class CTImagePhantomConfig:
+    """Parameters of the built-in CT-slice image dataset (the cache key).
+
+    Args:
+        images_per_class: images written in each of ``COVID/`` and ``non-COVID/``.
+        size: rows = columns of the phantom slice before it is cropped to the
+            body; the written images are 0.8-1.0 ``size`` wide and 0.55-0.75
+            ``size`` high, varying with each phantom's build and field of view.
+        seed: base seed; image ``i`` of a class is its own phantom "patient".
+    """
+
+    images_per_class: int = 24
+    size: int = 128
+    seed: int = 0
+
+
+def lung_window(hu, width=SARS_CT_WINDOW[0], level=SARS_CT_WINDOW[1]):
+    """Maps HU to 8-bit grey levels with a display window.
+
+    Args:
+        hu: an array in HU.
+        width: window width in HU.
+        level: window centre in HU.
+
+    Returns:
+        A uint8 array of the same shape: ``level - width / 2`` and below is 0,
+        ``level + width / 2`` and above is 255.
+
+    Example:
+        >>> lung_window(np.array([-1350.0, -600.0, 150.0])).tolist()
+        [0, 128, 255]
+    """
+    grey = (np.asarray(hu, np.float64) - (level - width / 2)) / width
+    return np.rint(np.clip(grey, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _body_mask(hu):
+    """The body in an axial slice: the largest solid region, its lungs filled in.
+
+    The scanner table, a separate region under the body, is left out.
+    """
+    from scipy import ndimage
+
+    solid = ndimage.binary_fill_holes(hu > -500.0)
+    regions, n = ndimage.label(solid)
+    if n == 0:
+        return solid
+    sizes = np.bincount(regions.ravel())[1:]
+    return regions == 1 + int(sizes.argmax())
+
+
+def _sars_ct_slice(label, i, config):
+    """HU of one image: a slice through the lungs of patient ``i`` of a class.
+
+    Both classes draw from the same heights (:data:`_SARS_CT_T_RANGE`), so
+    that lung size or the heart's presence tells nothing; a COVID-19 slice
+    is drawn among those whose ground glass covers at least half the largest
+    lesion area of the patient, so that every COVID-19 image shows lesions.
+
+    Returns:
+        ``(hu, rng)``: the float32 [size, size] slice, and the patient's
+        generator (the caller draws the crop margin from it).
+    """
+    class_index = list(SARS_CT_FOLDERS).index(label)
+    rng = np.random.default_rng([config.seed, class_index, i, 11])
+    body_ax, body_ay = 160.0 * rng.uniform(0.9, 1.1), 110.0 * rng.uniform(0.97, 1.06)
+    # The lungs stay 22 mm inside the skin (fat rim 10 mm): a lung reaching
+    # the air would no longer be a hole in the body that _body_mask fills.
+    base = PhantomGeometry()
+    geom = PhantomGeometry(
+        body_ax=body_ax,
+        body_ay=body_ay,
+        lung_ax=min(base.lung_ax * rng.uniform(0.9, 1.1), body_ax - base.lung_x - 22.0),
+        lung_ay=min(base.lung_ay * rng.uniform(0.9, 1.1), body_ay + base.lung_y - 22.0),
+    )
+    px = 380.0 / config.size * rng.uniform(0.92, 1.08)
+    hu, lesion, _ = phantom_volume(_SARS_CT_PATHOLOGY[label], n_slices=_SARS_CT_SLICES, size=config.size,
+                                   pixel_spacing=px, seed=int(rng.integers(2**31)), geometry=geom)
+    t = (np.arange(_SARS_CT_SLICES) + 0.5) / _SARS_CT_SLICES
+    allowed = (t >= _SARS_CT_T_RANGE[0]) & (t <= _SARS_CT_T_RANGE[1])
+    if label == "COVID-19":
+        # Ground glass (about -600 HU) against lung (-850): the noise (15 HU) keeps them apart.
+        ggo = ((hu > -760.0) & (hu < -440.0)).sum(axis=(1, 2)) * lesion * allowed
+        allowed = ggo >= max(0.5 * ggo.max(), 1)
+    return hu[int(rng.choice(np.flatnonzero(allowed)))], rng
+
+
+def sars_ct_image(hu, rng=None):
+    """One axial HU slice as the SARS-CoV-2 CT-scan dataset shows it.
+
+    The slice is lung-windowed (:data:`SARS_CT_WINDOW`), everything outside
+    the body (air, scanner table) is set to black, and the image is cropped
+    to the body with a margin of a few pixels, as the real dataset's
+    images are.
+
+    Args:
+        hu: float [rows, cols] in HU.
+        rng: a ``numpy.random.Generator`` drawing the margin (2-6 pixels);
+            None: 4 pixels.
+
+    Returns:
+        uint8 [h, w].
+    """
+    body = _body_mask(hu)
+    grey = np.where(body, lung_window(hu), 0).astype(np.uint8)
+    rows, cols = np.flatnonzero(body.any(axis=1)), np.flatnonzero(body.any(axis=0))
+    if rows.size == 0:
+        return grey
+    m = 4 if rng is None else int(rng.integers(2, 7))
+    top, bottom = max(rows[0] - m, 0), min(rows[-1] + m + 1, hu.shape[0])
+    left, right = max(cols[0] - m, 0), min(cols[-1] + m + 1, hu.shape[1])
+    return grey[top:bottom, left:right]
+
+
+def write_sars_ct_dataset(root, config=CTImagePhantomConfig()):
+    """Writes phantom CT-slice PNGs in the SARS-CoV-2 CT-scan dataset's layout.
+
+    ``COVID/Covid (<n>).png`` hold slices of ``phantom_volume("covid")``
+    patients through lesions (ground glass, brighter than the lung in the
+    lung window); ``non-COVID/Non-Covid (<n>).png`` slices of
+    ``phantom_volume("normal")`` patients at the same heights. Every image
+    is a different phantom "patient" (its own geometry, field of view and
+    noise, seeded by ``config.seed``, the class and the index), written by
+    :func:`sars_ct_image` as an 8-bit grey PNG.
+
+    Args:
+        root: the folder to write into (created if missing).
+        config: a :class:`CTImagePhantomConfig`.
+
+    Returns:
+        ``root``.
+
+    Example:
+        >>> write_sars_ct_dataset("/tmp/sars", CTImagePhantomConfig(2, 64))  # doctest: +SKIP
+        '/tmp/sars'
+    """
+    import cv2
+
+    for label, (folder, stem) in SARS_CT_FOLDERS.items():
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for i in range(config.images_per_class):
+            hu, rng = _sars_ct_slice(label, i, config)
+            # Encoded, then written by Python: a failed write raises OSError
+            # (cv2.imwrite only returns False).
+            png = cv2.imencode(".png", sars_ct_image(hu, rng))[1]
+            with open(os.path.join(root, folder, f"{stem} ({i + 1}).png"), "wb") as f:
+                f.write(png.tobytes())
+    return root
+
+
+def sars_ct_dataset_dir(config=CTImagePhantomConfig()):
+    """Returns the folder of the built-in CT-slice images, generating it once."""
+    final = os.path.join(cache_dir(), "phantoms", f"sars-ct-{_key(config)}")
+    return _atomic_folder(final, lambda tmp: write_sars_ct_dataset(tmp, config))
+
+
+def sars_ct_dataset(config=CTImagePhantomConfig()):
+    """Records of the built-in CT-slice images (the SARS-CoV-2 CT-scan adapter's output).
+
+    The adapter warns that the dataset has no patient ids; that is true of
+    these images too (one phantom patient per image) and the warning is kept.
+    """
+    from covid_keras.data.datasets import sars_cov2_ct
+
+    return sars_cov2_ct(sars_ct_dataset_dir(config))
