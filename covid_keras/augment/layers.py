@@ -11,15 +11,21 @@ per image and resamples the batch once with
 TensorFlow backend), then applies the brightness factor: about 3-4 × (measured 3.0-4.7 ×) the
 throughput of the separate layers (``benchmarks/augmentation.py``).
 
-Put the layer at the top of the model, before the ImageNet preprocessing,
-and it runs where the model runs (the GPU when there is one), only in
-``fit``; or ``map`` it over a ``tf.data`` pipeline with ``training=True``.
+Paper 004 (XrayCNN) also augments with salt-and-pepper noise:
+:class:`SaltAndPepper` sets a random ``density`` of the pixels to black or
+white, the same for every channel of a pixel.
+
+Put the layers at the top of the model, before the ImageNet preprocessing,
+and they run where the model runs (the GPU when there is one), only in
+``fit``; or ``map`` them over a ``tf.data`` pipeline with ``training=True``.
 """
 
 import math
 
 import keras
 from keras import layers, ops
+
+from covid_keras import errors
 
 FILL_MODES = ("constant", "nearest", "wrap", "reflect")
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -315,6 +321,116 @@ class RandomAffine(layers.Layer):
             "value_range": self.value_range,
             "seed": self.seed,
         })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="covid_keras")
+class SaltAndPepper(layers.Layer):
+    """Salt-and-pepper noise: random pixels set to black or white.
+
+    Follows paper 004 (XrayCNN, Gao & Wang), which augments its training
+    X-rays with "salt and pepper noise" without giving an amount. In
+    training each pixel independently becomes ``pepper`` (black) with
+    probability ``density / 2`` and ``salt`` (white) with probability
+    ``density / 2``, and keeps its value otherwise. The decision is drawn
+    once per pixel and applied to all its channels, so the grey X-ray that
+    the pipeline repeats over 3 channels stays grey.
+
+    Inputs are raw pixels (default salt 255 and pepper 0, for [0, 255]),
+    channels last, batched ``(batch, height, width, channels)`` or one
+    image ``(height, width, channels)``, of any real or integer dtype; the
+    output has the input's shape and dtype. The model's rescaling comes
+    after this layer.
+
+    The layer adds noise only when ``training`` is true: in ``fit``, or
+    called with ``training=True`` (in a ``tf.data`` pipeline, ``map`` it with
+    ``training=True``). In ``predict``, ``evaluate``, and when called with
+    ``training`` False or left out, it returns its input unchanged. (Keras'
+    preprocessing layers and :class:`RandomAffine` default to augmenting
+    when called directly; this layer does not, so that a forgotten
+    argument never noises an image at inference.)
+
+    It uses only ``keras.ops`` and ``keras.random`` (one uniform draw per
+    pixel from the layer's ``keras.random.SeedGenerator``), so it runs in
+    eager and graph mode, inside a model and in ``Dataset.map``.
+
+    Args:
+        density: fraction of the pixels noised, in [0, 1): half of them
+            pepper, half salt. Default 0.05 (ours: the paper gives no value).
+        salt: the value of a salt pixel (default 255, white in [0, 255]).
+        pepper: the value of a pepper pixel (default 0, black).
+        seed: integer seed of the layer's ``keras.random.SeedGenerator``, or
+            ``None`` for a random one.
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Raises:
+        ConfigurationError: ``density`` is not a number in [0, 1), ``salt``
+            or ``pepper`` is not a number, or ``seed`` is not an integer.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = SaltAndPepper(density=0.5, seed=1)
+        >>> images = np.full((2, 16, 16, 3), 128.0, "float32")
+        >>> noised = np.asarray(layer(images, training=True))
+        >>> sorted(np.unique(noised).tolist())
+        [0.0, 128.0, 255.0]
+        >>> bool(np.array_equal(layer(images), images))
+        True
+    """
+
+    def __init__(self, density=0.05, salt=255.0, pepper=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not _is_number(density) or not 0 <= density < 1:
+            raise errors.ConfigurationError(
+                f"`density` must be a number in [0, 1), the fraction of pixels noised. Received: density={density!r}"
+            )
+        for key, value in (("salt", salt), ("pepper", pepper)):
+            if not _is_number(value) or not math.isfinite(value):
+                raise errors.ConfigurationError(
+                    f"`{key}` must be a finite number, the pixel value it sets. Received: {key}={value!r}"
+                )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise errors.ConfigurationError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        self.density = float(density)
+        self.salt = float(salt)
+        self.pepper = float(pepper)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def noise_masks(self, shape):
+        """Draws which pixels become pepper and which salt.
+
+        Args:
+            shape: ``(batch, height, width)`` (ints or scalar tensors).
+
+        Returns:
+            ``(pepper, salt)``: two disjoint bool tensors of shape ``(batch,
+            height, width, 1)``, each true with probability ``density / 2``.
+        """
+        u = keras.random.uniform((*shape, 1), dtype="float32", seed=self.seed_generator)
+        half = self.density / 2.0
+        # u is uniform on [0, 1): u < half and u >= 1 - half each have probability half.
+        return u < half, u >= 1.0 - half
+
+    def call(self, images, training=None):
+        if not training or self.density == 0:
+            return images
+        unbatched = len(images.shape) == 3
+        if unbatched:
+            images = ops.expand_dims(images, 0)
+        shape = ops.shape(images)
+        pepper, salt = self.noise_masks((shape[0], shape[1], shape[2]))
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        outputs = ops.where(pepper, ops.cast(self.pepper, dtype),
+                            ops.where(salt, ops.cast(self.salt, dtype), images))
+        return ops.squeeze(outputs, 0) if unbatched else outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"density": self.density, "salt": self.salt, "pepper": self.pepper, "seed": self.seed})
         return config
 
 
