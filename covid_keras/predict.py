@@ -4,6 +4,7 @@
     python -m covid_keras.predict chest.png --model saved_models/xray_cnn
     python -m covid_keras.predict study_folder --model ... --series-uid ...12345678
     python -m covid_keras.predict path/to/series_folder --model saved_models/resnet50_3d
+    python -m covid_keras.predict chest.png --model saved_models/xray_cnn --gradcam chest_gradcam.png
 
 Prints one JSON object: {"probabilities": {class: p}, "predicted_class",
 "slices", "model", "model_version", "recipe" (when the export records it),
@@ -18,6 +19,15 @@ and takes CT series folders only. It always refuses a series without lungs
 --model may be a version folder or a model folder (its latest version).
 A folder holding several series is read as its largest axial CT series (with
 a warning listing the others); --series-uid picks another.
+--gradcam OUT.png (image files given to image models only) also writes
+the Grad-CAM heat map of the answer at layer last_conv, for the predicted
+class, as paper 004's figures show it: the map in [0, 1] scaled to 0-255,
+jet-coloured and blended over the grey image the model saw, enlarged by
+an integer factor (nearest) to at least 256 px on its shorter side (see
+covid_keras.serving.heatmap); the JSON gains "gradcam": {"path", "layer",
+"class"} (a two-step export explains the step that answered: also "step"
+and "step_class"). A CT series folder, a volume model or a patient
+pipeline has no heat map: --gradcam is refused for them.
 Bad input is one sentence on stderr and exit status 2.
 """
 
@@ -44,6 +54,9 @@ def parse_args(argv=None):
                         help="predict a CT series even when no lungs are found (by default a head or abdomen "
                              "series is refused); volume models refuse it regardless, their pipeline needs "
                              "the lungs")
+    parser.add_argument("--gradcam", default=None, metavar="OUT.png",
+                        help="also write the Grad-CAM heat map (layer last_conv, predicted class) over the "
+                             "image as a PNG; image files given to image models only")
     parser.add_argument("--timings", action="store_true",
                         help="add wall-clock seconds of load, read, preprocess and model")
     cli.add_common_arguments(parser)
@@ -55,10 +68,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from covid_keras.serving.predict import predict_study
+    from covid_keras.serving.predict import load_model, predict_study
 
-    result = predict_study(args.path, args.model, batch_size=args.batch_size, timings=args.timings,
+    model = args.model
+    if args.gradcam:
+        from covid_keras.serving import heatmap
+
+        model = load_model(args.model)  # loaded once for the answer and its heat map
+        heatmap.check_supported(args.path, model, args.gradcam)  # before the model runs
+    result = predict_study(args.path, model, batch_size=args.batch_size, timings=args.timings,
                            check_lungs=not args.no_lung_check, series_uid=args.series_uid)
+    if args.gradcam:
+        result["gradcam"] = heatmap.gradcam_png(args.path, model, args.gradcam, prediction=result).record()
     print(json.dumps(result))
     return 0
 
