@@ -5,14 +5,16 @@ Gao & Wang, deep CNN for COVID-19 on chest X-rays (docs/papers.md, "004 XrayCNN"
 chains two of them as the paper's user interface does: step 1 tells normal,
 bacterial and viral pneumonia apart and, where viral wins, step 2 tells
 non-viral pneumonia, COVID-19 and other viral pneumonia apart. The combined
-result is reported over the paper's 4-class table (Fig. 5).
+result is reported over the paper's 4-class table (Fig. 5): :func:`combine`
+in NumPy, :func:`combine_tensors` (with :func:`route`) in a graph, as the
+two-step SavedModel (:func:`covid_keras.serving.export_two_step`) runs it.
 """
 
 import numbers
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
@@ -146,15 +148,9 @@ class HierarchicalXrayClassifier:
                 raise errors.ConfigurationError(
                     f"`{name}` must be a model with a predict method. Received: {name}={type(model).__name__}"
                 )
-        if isinstance(unrouted_covid_fraction, bool) or not isinstance(unrouted_covid_fraction, numbers.Real) \
-                or not 0 <= unrouted_covid_fraction <= 1:
-            raise errors.ConfigurationError(
-                "`unrouted_covid_fraction` must be in [0, 1]. "
-                f"Received: unrouted_covid_fraction={unrouted_covid_fraction!r}"
-            )
         self.step1 = step1
         self.step2 = step2
-        self.unrouted_covid_fraction = float(unrouted_covid_fraction)
+        self.unrouted_covid_fraction = _check_fraction(unrouted_covid_fraction)
 
     def predict(self, images, batch_size=32):
         """Classifies ``images`` [n, H, W, C] (raw pixels) through both steps.
@@ -219,6 +215,83 @@ def combine(step1, step2, routed, unrouted_covid_fraction=0.5):
     total = out.sum(axis=-1, keepdims=True)
     out = np.where(total > 0, out / np.where(total > 0, total, 1.0), 1.0 / out.shape[-1])
     return out.astype(np.float32)
+
+
+def route(step1):
+    """Where step 2 runs: step 1's argmax is viral, as a tensor (``keras.ops``).
+
+    Equals ``numpy.argmax(step1, axis=-1) == viral`` exactly: viral must
+    beat both other classes strictly, since argmax gives a tie to the
+    earlier class (and ``tf.math.argmax`` does not promise which).
+
+    Args:
+        step1: [n, 3] over ``STEP1_CLASSES`` (a tensor or an array).
+
+    Returns:
+        A bool tensor [n].
+
+    Example:
+        >>> import numpy as np
+        >>> np.asarray(route(np.array([[0.1, 0.2, 0.7], [0.4, 0.2, 0.4]], "float32"))).tolist()
+        [True, False]
+    """
+    p1 = ops.convert_to_tensor(step1)
+    viral = p1[:, _VIRAL]
+    others = [p1[:, i] for i in range(len(STEP1_CLASSES)) if i != _VIRAL]
+    return ops.logical_and(viral > others[0], viral > others[1])
+
+
+def combine_tensors(step1, step2, routed, unrouted_covid_fraction=0.5):
+    """:func:`combine` as ``keras.ops`` tensors, for a model graph or a SavedModel signature.
+
+    The same rule and the same arithmetic as :func:`combine` (float64,
+    summed left to right, then cast to float32), so both give the same
+    float32 numbers. ``step2`` rows where ``routed`` is False are ignored
+    (they may be NaN).
+
+    Args:
+        step1: [n, 3] over ``STEP1_CLASSES``.
+        step2: [n, 3] over ``STEP2_CLASSES``.
+        routed: bool [n], where step 2 was run.
+        unrouted_covid_fraction: a Python number in [0, 1], COVID-19's
+            share of the viral mass where step 2 was not run.
+
+    Returns:
+        A float32 tensor [n, 4] over ``COMBINED_CLASSES``, rows summing to 1.
+
+    Raises:
+        ConfigurationError: ``unrouted_covid_fraction`` is out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> np.asarray(combine_tensors(np.array([[0.2, 0.2, 0.6]]), np.array([[0.5, 0.25, 0.25]]),
+        ...                            np.array([True])))
+        array([[0.2 , 0.5 , 0.15, 0.15]], dtype=float32)
+    """
+    f = _check_fraction(unrouted_covid_fraction)
+    p1 = ops.cast(step1, "float64")
+    p2 = ops.cast(step2, "float64")
+    routed = ops.cast(routed, "bool")
+    normal, bacterial, viral = p1[:, 0], p1[:, 1], p1[:, 2]
+    p2 = ops.where(ops.isnan(p2), ops.zeros_like(p2), p2)  # np.nan_to_num; probabilities are never infinite
+    nonviral_share = ops.where(routed, p2[:, 0], 0.0)
+    covid_share = ops.where(routed, p2[:, 1], f)
+    other_share = ops.where(routed, p2[:, 2], 1.0 - f)
+    columns = [normal, bacterial + viral * nonviral_share, viral * covid_share, viral * other_share]
+    # numpy sums 4 numbers left to right: the same order here, for the same rounding.
+    total = ((columns[0] + columns[1]) + columns[2]) + columns[3]
+    total = ops.expand_dims(total, -1)
+    out = ops.stack(columns, axis=-1)
+    out = ops.where(total > 0, out / ops.where(total > 0, total, 1.0), 1.0 / len(columns))
+    return ops.cast(out, "float32")
+
+
+def _check_fraction(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise errors.ConfigurationError(
+            f"`unrouted_covid_fraction` must be in [0, 1]. Received: unrouted_covid_fraction={value!r}"
+        )
+    return float(value)
 
 
 def _probabilities(p, n, name):

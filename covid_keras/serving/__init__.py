@@ -10,6 +10,7 @@ do the latter.
                           preprocessing={"pipeline": "volume3d"})
     path = serving.export_patient_pipeline(slice_model, {"maxpool": head, ...}, ensemble, "saved_models",
                                            metadata={"recipe": ...})
+    path = serving.export_two_step(step1, step2, "saved_models")  # paper 004's XrayCNN steps: one model
     meta = serving.load_metadata(path)                         # classes, preprocessing, versions
     serving.predict_study("study_dir", path)                   # {"probabilities": {...}, ...}
 
@@ -21,6 +22,7 @@ model is exported or run.
 from covid_keras.serving.savedmodel import (
     export,
     export_patient_pipeline,
+    export_two_step,
     load_metadata,
     next_version,
     resolve_version_dir,
@@ -31,6 +33,7 @@ __all__ = [
     "ServedModel",
     "export",
     "export_patient_pipeline",
+    "export_two_step",
     "load_metadata",
     "load_model",
     "next_version",

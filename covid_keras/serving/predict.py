@@ -29,7 +29,11 @@ The study-level answer depends on the export:
   gives the patient answer directly (``"aggregation": "patient_pipeline"``);
 * a volume model (``kind == "volume"``) answers for the series' one
   volume (``"aggregation": "volume"``); ``slices`` is the number of slices
-  read from the series. It takes CT series folders only.
+  read from the series. It takes CT series folders only;
+* paper 004's two-step X-ray diagnosis (``kind == "two_step"``,
+  :func:`covid_keras.serving.export_two_step`) answers for one X-ray image
+  (the ``xray`` path above) with its combined 4-class probabilities
+  (``"aggregation": "two_step"``) and each step's answer under ``steps``.
 
 Exports that record their recipe (``metadata["metadata"]["recipe"]``, see
 :meth:`covid_keras.recipes.Recipe.export_metadata`) report its name as
@@ -68,6 +72,9 @@ class ServedModel:
         version_dir: the version folder loaded.
         metadata: :func:`covid_keras.serving.load_metadata`'s dict.
         name, version, kind, class_names, preprocessing: from the metadata.
+        output_classes: output name -> class list (a two-step export's
+            ``step1``, ``step2`` and ``probabilities``; else only
+            ``probabilities``).
         recipe: the name of the recipe the export records
             (``metadata["metadata"]["recipe"]["recipe"]``), or None for an
             export that records none.
@@ -90,6 +97,7 @@ class ServedModel:
         self.preprocessing = dict(self.metadata.get("preprocessing") or {})
         self.input_name = self.metadata.get("input", {}).get("name", "image")
         self.input_shape = self.metadata.get("input", {}).get("shape")
+        self.output_classes = dict(self.metadata.get("output_classes") or {"probabilities": self.class_names})
         self._recipe_record = _recipe_record(self.metadata)
         self.recipe = self._recipe_record["recipe"] if self._recipe_record else None
         self._signature = None
@@ -113,10 +121,19 @@ class ServedModel:
 
     def __call__(self, inputs):
         """float32 [n, H, W, C] (a volume model: [n, D, H, W, 1]) -> probabilities as a NumPy array."""
+        return self.outputs(inputs)["probabilities"]
+
+    def outputs(self, inputs):
+        """float32 [n, H, W, C] (a volume model: [n, D, H, W, 1]) -> every output of the signature.
+
+        Returns:
+            A dict of NumPy arrays: ``probabilities``, and for a two-step
+            export also ``step1``, ``step2`` and ``routed``.
+        """
         import tensorflow as tf
 
         out = self.signature(**{self.input_name: tf.constant(inputs, tf.float32)})
-        return out["probabilities"].numpy()
+        return {key: value.numpy() for key, value in out.items()}
 
 
 def _recipe_record(metadata):
@@ -163,6 +180,9 @@ def _check_recipe_classes(model):
     if model.recipe not in recipes.RECIPES:
         return
     lists = _recipe_class_lists(recipes.RECIPES[model.recipe])
+    if model.kind == "two_step":  # the recipe trains each step: its lists are the steps' classes
+        _check_step_classes(model, lists)
+        return
     recorded = model._recipe_record.get("classes")
     expected = [list(recorded)] if isinstance(recorded, list) and list(recorded) in lists else lists
     if model.class_names not in expected:
@@ -173,6 +193,19 @@ def _check_recipe_classes(model):
             "the model's softmax order.",
             stacklevel=3,
         )
+
+
+def _check_step_classes(model, lists):
+    """Warns when a two-step export's step class lists are not among its recipe's class lists."""
+    for step in ("step1", "step2"):
+        names = model.output_classes.get(step)
+        if names not in lists:
+            warnings.warn(
+                f"{model.version_dir}: its {step} class names {names} are not among those of recipe "
+                f"{model.recipe!r} ({' or '.join(str(n) for n in lists)}); the answer uses the export's "
+                "names, check that they are the step model's softmax order.",
+                stacklevel=4,
+            )
 
 
 def load_model(model_dir):
@@ -288,6 +321,16 @@ def _read_volume(path, model, seconds, size, series_uid):
     return volume[None, ..., None], "ct_series", ct.patient_id, int(np.shape(ct.hu)[0])
 
 
+def _steps(model, outputs):
+    """A two-step export's answer for its one image, step by step (JSON-ready)."""
+    routed = bool(outputs["routed"][0])
+
+    def named(step):
+        return {c: float(p) for c, p in zip(model.output_classes[step], outputs[step][0])}
+
+    return {"step1": named("step1"), "step2": named("step2") if routed else None, "routed": routed}
+
+
 def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True, series_uid=None):
     """Classifies one study (a DICOM series folder) or one image with an exported model.
 
@@ -311,9 +354,12 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         A JSON-ready dict: ``probabilities`` ({class: p}), ``predicted_class``,
         ``slices`` (slices or images run; for a volume model the slices
         read from the series), ``model``, ``model_version``, ``kind``
-        (``image``, ``patient_pipeline`` or ``volume``), ``aggregation``
-        (``mean_of_slices``, ``patient_pipeline``, ``volume`` or
-        ``image``), ``input`` (``ct_series`` or ``image``), ``recipe``
+        (``image``, ``patient_pipeline``, ``volume`` or ``two_step``),
+        ``aggregation`` (``mean_of_slices``, ``patient_pipeline``,
+        ``volume``, ``image`` or ``two_step``), ``input`` (``ct_series`` or
+        ``image``), for a two-step export ``steps`` (``{"step1": {class:
+        p}, "step2": {class: p} or None when step 1 did not route the
+        image to step 2, "routed": bool}``), ``recipe``
         (the recipe's name, when the export records one) and, for a CT
         series, the pseudonymous ``patient_id``.
 
@@ -346,7 +392,13 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
     seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
     start = time.perf_counter()
-    if model.kind in ("patient_pipeline", "volume"):
+    steps = None
+    if model.kind == "two_step":
+        outputs = model.outputs(inputs)
+        probabilities = outputs["probabilities"][0]
+        steps = _steps(model, outputs)
+        aggregation = model.kind
+    elif model.kind in ("patient_pipeline", "volume"):
         probabilities = model(inputs)[0]
         aggregation = model.kind
     else:
@@ -365,6 +417,8 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         "aggregation": aggregation,
         "input": what,
     }
+    if steps is not None:
+        result["steps"] = steps
     if model.recipe:
         result["recipe"] = model.recipe
     if patient_id:

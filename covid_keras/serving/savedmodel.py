@@ -38,6 +38,13 @@ A patient pipeline (:func:`export_patient_pipeline`) has one
 ``serving_default``: ``slices`` float32 [n, H, W, 3], the n slices of ONE
 study -> ``probabilities`` float32 [1, classes], the patient's answer.
 
+Paper 004's two-step X-ray diagnosis (:func:`export_two_step`, ``kind ==
+"two_step"``) has ``serving_default`` on ``image`` float32 [batch, H, W, 3]
+(0-255) and ``serving_bytes`` on ``image_bytes``, both returning a dict:
+``step1`` [batch, 3], ``step2`` [batch, 3] (NaN rows where step 1 did not
+route the image to step 2), ``routed`` bool [batch] and ``probabilities``
+[batch, 4], the combined answer over ``CLASS_NAMES["xraycnn_4class"]``.
+
 Class names and preprocessing are never guessed: they come from the
 arguments, or from what the caller's ``metadata`` records (a training run's
 ``classes`` and ``pipeline``, or a recipe's
@@ -51,6 +58,8 @@ http://host:8501/v1/models/multiscale_resnet50:predict``)::
     {"inputs": {"slices": <n x H x W x 3 nested list>}}        (patient pipeline)
     {"instances": [<D x H x W x 1 nested list>, ...]}             (volume model)
     {"inputs": {"volume": <batch x D x H x W x 1 nested list>}}   (volume model, columnar)
+    {"instances": [<H x W x 3 nested list>, ...]}   (two-step: each prediction holds step1, step2, routed
+                                                     and probabilities)
 
 The patient pipeline takes the columnar ``inputs`` form: its n slices are one
 example, and its output has a batch of 1, not n. A volume is one example
@@ -104,7 +113,7 @@ VOLUME_PIPELINES = ("volume3d",)
 #: (bounds the memory of a 300-slice study).
 SLICE_BATCH_SIZE = 32
 #: Kinds of export, as written in the metadata.
-KINDS = ("image", "patient_pipeline", "volume")
+KINDS = ("image", "patient_pipeline", "volume", "two_step")
 
 #: Keras files of a patient pipeline besides its heads' (a head may not take these names).
 PIPELINE_PARTS = ("slice_model", "ensemble")
@@ -181,7 +190,7 @@ def load_metadata(version_dir):
     """Reads ``assets.extra/covid_keras.json`` of an exported version.
 
     Keys: ``format``, ``name``, ``version``, ``kind`` (``image``,
-    ``patient_pipeline`` or ``volume``), ``class_names`` (softmax order), ``input``
+    ``patient_pipeline``, ``volume`` or ``two_step``), ``class_names`` (softmax order), ``input``
     (signature input name, shape with None for open dimensions, dtype,
     value range), ``output``, ``signatures``, ``preprocessing`` (the
     :mod:`covid_keras.preprocess` pipeline and its arguments, e.g.
@@ -192,7 +201,10 @@ def load_metadata(version_dir):
     ``created`` (UTC) and ``metadata`` (the caller's own). A patient
     pipeline also has ``head_order`` (the heads, in the ensemble's input
     order), ``head_features`` (head -> ``"features"`` or ``"weighted"``)
-    and ``slice_batch_size``.
+    and ``slice_batch_size``. A two-step export (:func:`export_two_step`)
+    also has ``outputs`` (output -> shape and dtype), ``output_classes``
+    (``step1``, ``step2`` and ``probabilities`` -> class list; the last is
+    ``class_names``) and ``unrouted_covid_fraction``.
 
     Args:
         version_dir: ``<base_dir>/<name>/<version>``.
@@ -967,6 +979,182 @@ def export_patient_pipeline(slice_model, heads, ensemble, base_dir, name="patien
         "head_order": [key for key, _ in head_list],
         "head_features": kinds,
         "slice_batch_size": slice_batch_size,
+    })
+    final, _ = _publish(os.path.join(base_dir, name), version, build, meta)
+    return final
+
+
+def _two_step_input(step1, step2):
+    """(H, W, C) that both steps take; each must give [batch, 3] probabilities."""
+    shape = _image_input(step1, "step 1 model")
+    other = _image_input(step2, "step 2 model")
+    if other != shape:
+        raise errors.ConfigurationError(
+            f"Both steps classify the same image: the step 1 model takes {shape} and the step 2 model {other}."
+        )
+    if shape[0] != shape[1]:
+        raise errors.ConfigurationError(
+            f"The xray pipeline makes square images; the step models take {shape[:2]}."
+        )
+    for what, model in (("step 1 model", step1), ("step 2 model", step2)):
+        count = _num_classes(model, what)
+        if count != 3:
+            raise errors.ConfigurationError(
+                f"The {what} {model.name!r} must give 3 probabilities (paper 004's step classes); it gives {count}."
+            )
+    return shape
+
+
+def _two_step_preprocessing(preprocessing, metadata, name, shape):
+    """The xray preprocessing record: from the argument, else ``metadata``, else ``{"pipeline": "xray"}``."""
+    _, preprocessing = _from_metadata(metadata, None, preprocessing)
+    if preprocessing is None:
+        preprocessing = {"pipeline": "xray"}  # the hierarchy classifies X-rays: nothing else to choose
+    prep = _preprocessing(preprocessing, name, shape[0], shape[2])
+    if prep["pipeline"] != "xray":
+        raise errors.ConfigurationError(
+            f"A two-step export classifies chest X-rays: `preprocessing['pipeline']` must be 'xray'. "
+            f"Received: pipeline={prep['pipeline']!r}"
+        )
+    return prep
+
+
+def _two_step_outputs(step1, step2, images, unrouted_covid_fraction):
+    """The two-step graph: step 1 on every image, step 2 on the routed ones, the 4-class combination."""
+    import tensorflow as tf
+
+    from covid_keras.models.xraycnn import combine_tensors, route
+
+    p1 = _probabilities(step1, images)
+    routed = route(p1)
+    index = tf.where(routed)  # [k, 1]: the routed rows; step 2 sees only them, as HierarchicalXrayClassifier
+    # Step 2 runs only when k > 0: an empty batch failed in its second convolution (TF 2.21 on CPU,
+    # "input depth must be evenly divisible by filter depth").
+    p2_routed = tf.cond(tf.size(index) > 0,
+                        lambda: _probabilities(step2, tf.gather_nd(images, index)),
+                        lambda: tf.zeros([0, 3], tf.float32))
+    unrouted = tf.fill(tf.stack([tf.shape(images)[0], 3]), float("nan"))
+    p2 = tf.tensor_scatter_nd_update(unrouted, index, p2_routed)
+    return {"step1": p1, "step2": p2, "routed": routed,
+            OUTPUT_KEY: combine_tensors(p1, p2, routed, unrouted_covid_fraction)}
+
+
+def export_two_step(step1, step2, base_dir, name="xray_cnn", version=None, metadata=None, *,
+                    unrouted_covid_fraction=0.5, preprocessing=None):
+    """Exports paper 004's two-step X-ray diagnosis (XrayCNN) as ONE SavedModel.
+
+    Follows Gao & Wang (paper 004), Fig. 4, as
+    :class:`covid_keras.models.HierarchicalXrayClassifier` does: step 1
+    classifies every image over ``CLASS_NAMES["xraycnn_step1"]`` (normal,
+    bacterial, viral); where its argmax is viral, step 2 classifies it over
+    ``CLASS_NAMES["xraycnn_step2"]`` (non-viral pneumonia, COVID-19, other
+    viral); the two combine over ``CLASS_NAMES["xraycnn_4class"]`` by
+    :func:`covid_keras.models.xraycnn.combine`'s rule, computed in the graph
+    by :func:`~covid_keras.models.xraycnn.combine_tensors` (the same float32
+    numbers). ``kind`` is ``two_step``.
+
+    ``serving_default``: ``image`` float32 [batch, H, W, 3], raw pixels in
+    [0, 255] as :func:`covid_keras.preprocess.xray` makes them -> a dict:
+    ``step1`` float32 [batch, 3], ``step2`` float32 [batch, 3] (step 2's
+    probabilities; rows of NaN where step 1 did not route the image to
+    step 2, which then never ran on it), ``routed`` bool [batch] and
+    ``probabilities`` float32 [batch, 4], the combined answer.
+    ``serving_bytes``: ``image_bytes`` string [batch] of PNG/JPEG files,
+    decoded as :func:`export`'s -> the same dict. Input checks as for
+    :func:`export`. Both ``.keras`` models go in ``assets.extra/``
+    (``keras_files`` ``{"step1": ..., "step2": ...}``); the metadata records
+    ``output_classes`` (the class list of ``step1``, ``step2`` and
+    ``probabilities``) and ``unrouted_covid_fraction``.
+
+    Args:
+        step1: the step 1 model, e.g. ``xray_cnn(num_classes=3)``: one
+            [batch, H, W, C] input, [batch, 3] probabilities.
+        step2: the step 2 model, with the same input.
+        base_dir, name, version, metadata: as for :func:`export`.
+        unrouted_covid_fraction: COVID-19's share of step 1's viral
+            probability for images step 2 does not see, in [0, 1] (see
+            :class:`~covid_keras.models.HierarchicalXrayClassifier`).
+        preprocessing: the images' ``xray`` preprocessing (default: from
+            ``metadata`` as for :func:`export`, else ``{"pipeline":
+            "xray"}``: the hierarchy classifies X-rays). The size is the
+            models' input side.
+
+    Returns:
+        The version folder's path.
+
+    Raises:
+        ConfigurationError: a step model without one square image input or
+            without 3 probabilities, steps with different inputs, a
+            pipeline other than ``xray``, ``unrouted_covid_fraction``
+            outside [0, 1], or bad arguments as for :func:`export`.
+
+    Example:
+        >>> from covid_keras import models
+        >>> step1, step2 = models.xray_cnn(num_classes=3), models.xray_cnn(num_classes=3)
+        >>> export_two_step(step1, step2, "/tmp/saved_models", version=1)   # doctest: +SKIP
+        '/tmp/saved_models/xray_cnn/1'
+    """
+    from covid_keras.data.datasets import CLASS_NAMES
+    from covid_keras.models.xraycnn import HierarchicalXrayClassifier
+
+    base_dir, name, version = _split_version_dir(base_dir, name, version)
+    fraction = HierarchicalXrayClassifier(step1, step2, unrouted_covid_fraction).unrouted_covid_fraction
+    shape = _two_step_input(step1, step2)
+    name = _check_name(name)
+    version = _check_version(version)
+    metadata = _check_metadata(metadata)
+    prep = _two_step_preprocessing(preprocessing, metadata, name, shape)
+    classes = {"step1": list(CLASS_NAMES["xraycnn_step1"]), "step2": list(CLASS_NAMES["xraycnn_step2"]),
+               OUTPUT_KEY: list(CLASS_NAMES["xraycnn_4class"])}
+
+    import tensorflow as tf
+
+    height, width, channels = shape
+    keras_files = {"step1": "step1.keras", "step2": "step2.keras"}
+
+    def build(folder):
+        archive = _archive()  # the endpoints' functions track both models' variables, once
+
+        image_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="image")
+        bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+
+        @tf.function(input_signature=[image_spec], autograph=False)
+        def serving_default(image):
+            return _two_step_outputs(step1, step2, _checked_images(image, shape, "image"), fraction)
+
+        @tf.function(input_signature=[bytes_spec], autograph=False)
+        def serving_bytes(image_bytes):
+            return _two_step_outputs(step1, step2, _decode_images(image_bytes, shape), fraction)
+
+        archive.add_endpoint(SERVING_DEFAULT, serving_default)
+        archive.add_endpoint(SERVING_BYTES, serving_bytes)
+        archive.write_out(folder, verbose=False)
+        os.makedirs(os.path.join(folder, ASSETS_EXTRA), exist_ok=True)
+        for role, model in (("step1", step1), ("step2", step2)):
+            _save_keras(model, folder, keras_files[role])
+
+    outputs = (f"step1 float32 [batch, 3], step2 float32 [batch, 3] (NaN rows where not routed), "
+               f"routed bool [batch], probabilities float32 [batch, {len(classes[OUTPUT_KEY])}]")
+    meta = _base_meta(name, "two_step", classes[OUTPUT_KEY], prep, metadata)
+    meta.update({
+        "input": {"name": "image", "shape": [None, height, width, channels], "dtype": "float32",
+                  "range": [0.0, 255.0]},
+        "output": {"name": OUTPUT_KEY, "shape": [None, len(classes[OUTPUT_KEY])], "dtype": "float32"},
+        "outputs": {
+            "step1": {"shape": [None, 3], "dtype": "float32"},
+            "step2": {"shape": [None, 3], "dtype": "float32", "nan_where": "not routed"},
+            "routed": {"shape": [None], "dtype": "bool"},
+            OUTPUT_KEY: {"shape": [None, len(classes[OUTPUT_KEY])], "dtype": "float32"},
+        },
+        "output_classes": classes,
+        "unrouted_covid_fraction": fraction,
+        "signatures": {
+            SERVING_DEFAULT: f"image float32 [batch, {height}, {width}, {channels}] in [0, 255] -> {outputs}",
+            SERVING_BYTES: f"image_bytes string [batch] PNG/JPEG -> decoded to {channels} channels, resized to "
+                           f"{height}x{width} (bilinear, antialiased) -> {outputs}",
+        },
+        "keras_files": keras_files,
+        "models": {"step1": step1.name, "step2": step2.name},
     })
     final, _ = _publish(os.path.join(base_dir, name), version, build, meta)
     return final
