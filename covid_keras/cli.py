@@ -201,6 +201,26 @@ def config_from_args(config_cls, args, preset=None):
     return config_cls(**values)
 
 
+def recipe_parser(prog, description, recipe, phantom=False):
+    """The parser of a training command: one flag per setting of ``recipe`` and ``--debug``.
+
+    A command with flags of its own (``train.transfer --model``) adds them
+    to it before :func:`parse_recipe_args`.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_recipe_arguments(parser, recipe, PHANTOM_WHEN if phantom else None)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
+    return parser
+
+
+def parse_recipe_args(parser, argv, config_cls, phantom=False):
+    """``(config, args)`` from ``parser``: the config as :func:`parse_recipe` makes it, and every flag parsed."""
+    args = parser.parse_args(argv)
+    preset = config_cls.recipe.phantom_preset() if phantom and getattr(args, "data", None) is None else None
+    return config_from_args(config_cls, args, preset), args
+
+
 def parse_recipe(argv, prog, description, config_cls, phantom=False):
     """A training command's config from its recipe: one flag per setting, ``--debug``.
 
@@ -212,11 +232,5 @@ def parse_recipe(argv, prog, description, config_cls, phantom=False):
             given (under whatever the user typed); ``--help`` shows its
             values beside the paper's.
     """
-    recipe = config_cls.recipe
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, recipe, PHANTOM_WHEN if phantom else None)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-sentence errors")
-    args = parser.parse_args(argv)
-    preset = recipe.phantom_preset() if phantom and getattr(args, "data", None) is None else None
-    return config_from_args(config_cls, args, preset)
+    parser = recipe_parser(prog, description, config_cls.recipe, phantom)
+    return parse_recipe_args(parser, argv, config_cls, phantom)[0]

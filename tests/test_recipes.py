@@ -173,7 +173,7 @@ def test_ours_is_marked_for_every_setting_and_stage(name, capsys):
 def test_command_and_builder_are_printed(capsys):
     assert cli.run(recipes_cli.main, ["multiscale_resnet50", "detl_cnn"]) == 0
     out = capsys.readouterr().out
-    assert "python -m train.slice_level" in out and "no training command yet" in out
+    assert "python -m train.slice_level" in out and "python -m train.detl" in out
     assert "multiscale_resnet50(input_shape=(224, 224, 3), weights='imagenet', dropout=0.5)" in out
 
 

@@ -13,7 +13,7 @@ from covid_keras.recipes.config import data_params, run_params
 DETL_CNN = Recipe(
     name="detl_cnn",
     paper="003 DETL (Basu & Mitra)",
-    command=None,
+    command="train.detl",
     builder="detl_cnn",
     builder_args=lambda c: {"input_shape": (c.image_size, c.image_size, 3), "num_classes": 2},
     classes="detl_b",
@@ -21,21 +21,23 @@ DETL_CNN = Recipe(
     input_shape=lambda c: (c.image_size, c.image_size, 3),
     stages=(
         Stage("phase1", "all", 100, Schedule("cosine", 1e-3), data="data_a",
-              help="from scratch on Data-A (normal vs disease), cosine annealing over the phase"),
+              help="from scratch on Data-A (normal vs disease), cosine annealing over the phase", phantom_epochs=20),
         Stage("phase2", "from:block3_conv1", 30, constant(1e-4), Optimizer("sgd", 0.9), data="data_b",
               help="domain extension: new 4-way softmax, last conv block and dense layers retrained on Data-B",
               ours="the paper gives no epoch count: 30; 'up to the last convolutional block' read as everything "
-                   "before block3_conv1", ours_epochs="the paper gives no epoch count"),
+                   "before block3_conv1", ours_epochs="the paper gives no epoch count",
+              phantom_epochs=15, phantom_rate=1e-2),
     ),
     params=(
         *data_params(("nih-chestxray14",), data_help="NIH ChestX-ray14 folder (Data-A and the normal, pneumonia "
                                                      "and other_disease images of Data-B)"),
-        Param("covid_data", None, "COVID-19 image data collection folder (Data-B's covid class)"),
+        Param("covid_data", None, "COVID-19 image data collection folder (Data-B's covid class; required with --data)"),
+        Param("phantom_images", 24, "phantom images per pathology when no --data is given"),
         Param("image_size", 224, "image side in pixels", phantom=64, ours="the paper gives no input size"),
-        Param("batch_size", 32, "images per batch", ours="the paper gives none"),
+        Param("batch_size", 32, "images per batch", ours="the paper gives none", phantom=16),
         Param("augment", True, "real-time rotation, scaling and mirroring", ours="the paper gives no ranges"),
         Param("balanced_val", 20000, "size of the class-balanced validation set sampled from Data-A's training "
-                                     "set", phantom=40),
+                                     "set (half per class), left out of phase 1's training", phantom=24),
         Param("folds", 5, "phase 2 cross-validation folds by patient"),
         Param("final", True, "after the folds, train a final phase-2 model on all Data-B patients"),
         *run_params("detl"),

@@ -20,27 +20,48 @@ def _augmentation(c):
             "horizontal_flip": True, "brightness": (1.0, 1.0)}
 
 
+def _validate(c):
+    """--task and --dataset must agree: the CT task reads the SARS-CoV-2 CT-scan images, the X-ray task X-rays."""
+    from covid_keras import errors
+
+    if c.data is None:
+        return
+    if (c.task == "transfer_ct") != (c.dataset == "sars-cov2-ct"):
+        raise errors.ConfigurationError(
+            f"--task {c.task} does not go with --dataset {c.dataset}: transfer_ct reads the SARS-CoV-2 CT-scan "
+            "images (--dataset sars-cov2-ct), transfer_xray the X-ray datasets."
+        )
+    if c.covid_data and c.task == "transfer_ct":
+        raise errors.ConfigurationError("--covid-data adds COVID-19 X-rays; it does not apply to --task transfer_ct.")
+
+
 def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params=()):
     return Recipe(
         name=name,
         paper=PAPER,
-        command=None,
+        command="train.transfer",
         builder=builder,
         builder_args=lambda c: {"input_shape": (c.image_size, c.image_size, 3), "num_classes": 3 if
                                 c.task == "transfer_xray" else 2, "weights": c.weights, **extra_args(c)},
         classes=lambda c: c.task if c is not None else "transfer_xray",
         pipeline=lambda c: {"pipeline": "xray", "size": c.image_size},
         input_shape=lambda c: (c.image_size, c.image_size, 3),
-        stages=(Stage("train", "all", 50, constant(1e-4), flag=""),),
+        stages=(Stage("train", "all", 50, constant(1e-4), flag="", phantom_epochs=12, phantom_rate=1e-3),),
         params=(
             Param("task", "transfer_xray", "transfer_xray (COVID-19 / Pneumonia / Normal X-rays) or transfer_ct "
                                            "(COVID-19 / Normal CT images)", choices=TASKS),
-            *data_params(("chest-xray-pneumonia", "covid-chestxray", "sars-cov2-ct")),
+            *data_params(("chest-xray-pneumonia", "covid-chestxray", "sars-cov2-ct"),
+                         dataset_help="layout of --data (sars-cov2-ct for --task transfer_ct)"),
+            Param("covid_data", None, "COVID-19 image data collection folder: its COVID-19 X-rays join --data's "
+                                      "images (paper 002's COVID class beside Kermany's pneumonia and normal)"),
+            Param("phantom_images", 24, "phantom images per pathology when no --data is given"),
             Param("weights", "imagenet", "imagenet, none, or a weights file", phantom=None),
             Param("image_size", size, "image side in pixels", phantom=64 if size == 224 else 75,
                   ours="" if size == 224 else "the paper resizes to 224; 299 is InceptionV3's ImageNet size"),
             *extra_params,
-            Param("batch_size", 32, "images per batch", ours="the paper gives none"),
+            Param("batch_size", 32, "images per batch", ours="the paper gives none", phantom=16),
+            Param("bn_momentum", 0.99, "BatchNormalization momentum (Keras' default)", phantom=0.9,
+                  ours="the phantom preset's few steps need moving statistics that follow faster"),
             Param("augment", True, "rotation, zoom, horizontal flip and shift",
                   ours="the paper gives no ranges"),
             Param("test_fraction", 0.2, "fraction of patients held out for testing (80 / 20)"),
@@ -51,6 +72,7 @@ def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params
         augmentation=_augmentation,
         validation=lambda c: Holdout(c.val_fraction, c.test_fraction),
         datasets=("chest-xray-pneumonia", "covid-chestxray", "sars-cov2-ct"),
+        validate=_validate,
         ours={"batch size": "the paper gives none: 32", "augmentation ranges": "the paper gives none"},
         reported=reported,
     )

@@ -291,7 +291,8 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
     seconds["read"] = time.perf_counter() - start
     start = time.perf_counter()
     if pipeline == "xray":
-        x = preprocess.xray(img, size=size)  # [size, size, 3]
+        # The xray cache holds 8-bit grey levels (preprocess.pipelines): the model sees exactly those values.
+        x = np.rint(preprocess.xray(img, size=size))  # [size, size, 3]
         inputs = x[None] if channels == 3 else x[None, ..., :channels]
     else:  # one CT slice image, e.g. a COVIDx-CT PNG
         inputs = _channels(preprocess.covidx_slice(img, size=size)[None], channels)

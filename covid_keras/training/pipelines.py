@@ -317,3 +317,80 @@ def study_slices(folder, keys=None):
         for key, (pid, label, idx, slices, slabels) in studies.items():
             order = np.argsort(idx)
             yield key, pid, label, np.stack(slices)[order], np.asarray(slabels)[order], np.asarray(idx)[order]
+
+
+# --------------------------------------------------------------------------
+# Images (papers 002-004: X-rays, CT images)
+# --------------------------------------------------------------------------
+
+#: Above this many bytes of selected uint8 images a training pipeline streams from the shards
+#: each epoch instead of keeping them in memory (NIH ChestX-ray14 at 224^2 is 5.6 GB).
+IMAGE_MEMORY_LIMIT = 2 * 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRow:
+    """One cached image, as the manifest lists it."""
+
+    key: str
+    patient_id: str
+    label: str
+
+
+def image_rows(folder):
+    """The xray cache's images as :class:`ImageRow` objects, its class list and image shape."""
+    manifest = records.read_manifest(folder)
+    if manifest.get("pipeline") != "xray":
+        raise errors.CacheError(f"{folder}: holds a {manifest.get('pipeline')} cache, not xray images.")
+    rows = [ImageRow(r["key"], r["patient_id"], r["label"]) for r in manifest["records"]]
+    return rows, list(manifest["classes"]), manifest.get("input_shape")
+
+
+def select_images(rows, patients, classes, relabel=None):
+    """``{image key: class index}`` of the patients' images.
+
+    Args:
+        rows: :func:`image_rows`. patients: the patient ids to use.
+        classes: the class list of the model being trained (label order).
+        relabel: ``cache label -> class name or None`` (None: the image is
+            not part of this task), for a model trained on a subset of the
+            cache's classes (paper 004's two steps); default: the label.
+    """
+    patients = set(patients)
+    out = {}
+    for r in rows:
+        if r.patient_id not in patients:
+            continue
+        label = relabel(r.label) if relabel is not None else r.label
+        if label is not None:
+            out[r.key] = classes.index(label)
+    return out
+
+
+def image_dataset(folder, selection, *, training, batch_size, seed=0, memory_limit=IMAGE_MEMORY_LIMIT,
+                  shape=None):
+    """(image float32 [H, W, 3] in [0, 255], label) batches of the selected cached images.
+
+    The cache holds one uint8 grey channel per image; it is repeated to the
+    models' three channels after the shuffle, so the shuffle buffer and the
+    in-memory copy hold 8-bit grey images. The selected images are kept in
+    memory after the first epoch when they fit in ``memory_limit`` bytes
+    (``shape``: the cache's image shape, to tell); else streamed.
+    """
+    if not selection:
+        raise _nothing_selected(folder, "images")
+    pixels = int(np.prod(shape)) if shape else 0
+    in_memory = bool(pixels) and len(selection) * pixels <= memory_limit
+    ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
+    return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_rgb,
+                             training=training, batch_size=batch_size, seed=seed, shuffle_buffer=10000,
+                             cache_in_memory=in_memory)
+
+
+def iter_images(folder, selection):
+    """Yields ``(key, uint8 grey image [H, W])`` of the selected images, in cache order (evaluation)."""
+    ds = records.load(folder, with_meta=True).map(lambda ex: (ex["key"], ex["input"]))
+    for key, image in ds.as_numpy_iterator():
+        key = key.decode()
+        if key in selection:
+            yield key, image
