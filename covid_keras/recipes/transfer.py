@@ -46,7 +46,7 @@ def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params
         classes=lambda c: c.task if c is not None else "transfer_xray",
         pipeline=lambda c: {"pipeline": "xray", "size": c.image_size},
         input_shape=lambda c: (c.image_size, c.image_size, 3),
-        stages=(Stage("train", "all", 50, constant(1e-4), flag="", phantom_epochs=12, phantom_rate=1e-3),),
+        stages=(Stage("train", "all", 50, constant(1e-4), flag="", phantom_epochs=20, phantom_rate=1e-3),),
         params=(
             Param("task", "transfer_xray", "transfer_xray (COVID-19 / Pneumonia / Normal X-rays) or transfer_ct "
                                            "(COVID-19 / Normal CT images)", choices=TASKS),
@@ -54,7 +54,7 @@ def _recipe(name, builder, size, reported, extra_args=lambda c: {}, extra_params
                          dataset_help="layout of --data (sars-cov2-ct for --task transfer_ct)"),
             Param("covid_data", None, "COVID-19 image data collection folder: its COVID-19 X-rays join --data's "
                                       "images (paper 002's COVID class beside Kermany's pneumonia and normal)"),
-            Param("phantom_images", 24, "phantom images per pathology when no --data is given"),
+            Param("phantom_images", 48, "phantom images per pathology when no --data is given"),
             Param("weights", "imagenet", "imagenet, none, or a weights file", phantom=None),
             Param("image_size", size, "image side in pixels", phantom=64 if size == 224 else 75,
                   ours="" if size == 224 else "the paper resizes to 224; 299 is InceptionV3's ImageNet size"),
