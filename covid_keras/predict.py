@@ -16,6 +16,11 @@ volume model (paper 000's 3-D ResNet, "kind": "volume") answers for the
 series' one volume ("aggregation": "volume", "slices": the slices read)
 and takes CT series folders only. It always refuses a series without lungs
 (--no-lung-check does not apply: its volume3d pipeline needs the lungs).
+A two-step export (paper 004's train.xray_cnn, "kind": "two_step") answers
+an X-ray in the combined four classes and adds "steps": {"step1": {class:
+p}, "step2": {class: p} or null where step 1 did not say viral, "routed"}.
+X-ray inputs are read as training read them (MONOCHROME1 inverted, VOI LUT
+or window applied) and rounded to the cache's 8-bit grey levels.
 --model may be a version folder or a model folder (its latest version).
 A folder holding several series is read as its largest axial CT series (with
 a warning listing the others); --series-uid picks another.
