@@ -82,9 +82,19 @@ def balanced_validation(records, size, seed):
     Returns:
         ``{"train": [patient ids], "val": [...], "val_class": {patient id:
         the class it was drawn for}, "val_images": {class: n}}``.
+
+    Raises:
+        ConfigurationError: the records hold fewer than two classes, or
+            ``size`` leaves no training patients (of some class) or no
+            validation ones.
     """
     rng = np.random.default_rng(seed)
     labels = sorted({r.label for r in records})
+    if len(labels) < 2:
+        raise errors.ConfigurationError(
+            f"Data-A holds only {', '.join(labels) or 'no'} images; phase 1 needs normal and disease images: "
+            "check --data (NIH ChestX-ray14's Data_Entry_2017.csv and its images folders)."
+        )
     per_class = max(1, size // max(1, len(labels)))
     by_class = {c: sorted({r.patient_id for r in records if r.label == c}) for c in labels}
     images = {}
@@ -107,6 +117,13 @@ def balanced_validation(records, size, seed):
         raise errors.ConfigurationError(
             f"--balanced-val {size}: leaves no {'training' if not train else 'validation'} patients in Data-A's "
             f"{len(patients)}; choose a smaller --balanced-val."
+        )
+    trained = {r.label for r in records if r.patient_id not in chosen}
+    lost = [c for c in labels if c not in trained]
+    if lost:
+        raise errors.ConfigurationError(
+            f"--balanced-val {size}: takes every Data-A patient of class {lost[0]!r} into the validation set, "
+            "leaving phase 1 none to train on; choose a smaller --balanced-val."
         )
     return {"train": train, "val": sorted(chosen), "val_class": dict(sorted(chosen.items())), "val_images": counts}
 
