@@ -216,6 +216,7 @@ def train_detl(config, log=None):
     recipe = DETL_CNN
     seed_everything(config.seed)
     dataset_b, recs_b = data_b(config)  # before phase 1's hours: a missing --covid-data fails now
+    _check_data_b(recs_b, recipe.class_names(config))
     crossval.check_folds(recs_b, config.folds, option="folds")
     phase1_path, phase1_report = train_phase1(config, log)
 
@@ -284,6 +285,16 @@ def train_detl(config, log=None):
             log(f"exported: {exported}")
     write_json(run.file("summary.json"), result)
     return result
+
+
+def _check_data_b(records, classes):
+    """Data-B must hold every one of its four classes: a 4-way softmax with an empty class reports nothing real."""
+    missing = [c for c in classes if c not in {r.label for r in records}]
+    if missing:
+        raise errors.ConfigurationError(
+            f"Data-B holds no {', '.join(missing)} images; phase 2 needs all of {', '.join(classes)}: check --data "
+            "(NIH ChestX-ray14) and --covid-data."
+        )
 
 
 def _phase2_run(config, phase1_path, dataset, log):

@@ -332,3 +332,11 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path):
                                      "--balanced-val", "2", "--quiet", *run], cache))
     assert line.startswith("error: Data-A holds only normal images; phase 1 needs normal and disease images")
     assert not list((tmp_path / "runs").glob("detl/*/model.keras"))  # nothing trained
+
+
+def test_a_data_b_without_one_of_its_four_classes_is_refused():
+    classes = list(CLASS_NAMES["detl_b"])
+    records = [Record(f"p{i}", label, (f"{label}-{i}.png",), "x") for i, label in enumerate(classes[:3] * 2)]
+    with pytest.raises(errors.ConfigurationError, match="Data-B holds no covid images; phase 2 needs all of"):
+        detl._check_data_b(records, classes)
+    detl._check_data_b(records + [Record("p9", "covid", ("c.png",), "x")], classes)  # all four: no error
