@@ -74,7 +74,7 @@ def main(argv=None):
     with contextlib.redirect_stdout(sys.stderr):
         result = train_all_models(config) if all_models else train_transfer(config)
     if all_models:
-        print(json.dumps({"task": result["task"], "table": result["table"],
+        print(json.dumps({"task": result["task"], "table": result["table"], "note": result["note"],
                           "runs": {k: v["run"] for k, v in result["runs"].items()}}, indent=2))
     else:
         print(json.dumps({k: result[k] for k in ("model", "report", "exported", "run") if k in result}, indent=2))
