@@ -20,7 +20,8 @@ The run folder (runs/transfer/<model>-<dataset>-<hash>/, or --run-dir)
 holds the config, the patient split, CSV and TensorBoard logs,
 checkpoints, the held-out report and one row per held-out image
 (predictions_test.json); running the same command again resumes it. The
-model is exported for TF Serving to saved_models/<model>/<version>/. stdout
+model is exported for TF Serving to saved_models/<model>/<version>/
+(--task transfer_ct: saved_models/<model>_ct/, its classes differ). stdout
 holds only the JSON summary (with --all-models: the three test
 accuracies beside the paper's).
 """

@@ -87,8 +87,12 @@ def split_patients(records_list, val_fraction, test_fraction, seed):
             (("train", train), ("val", val), ("test", test))}
 
 
-def export_model(model, recipe, config, classes, preprocessing, metadata=None):
-    """Exports a trained image model for TF Serving as ``<export_dir>/<recipe name>/<version>``.
+def export_model(model, recipe, config, classes, preprocessing, metadata=None, name=None):
+    """Exports a trained image model for TF Serving as ``<export_dir>/<name or recipe name>/<version>``.
+
+    ``name`` keeps models of one recipe with other class lists apart (paper
+    002's CT task: ``densenet_ct``), so that TF Serving never serves one
+    under the other's name.
 
     The metadata records the recipe (name, builder, builder arguments,
     classes, pipeline: :meth:`Recipe.export_metadata`) beside ``metadata``,
@@ -104,5 +108,5 @@ def export_model(model, recipe, config, classes, preprocessing, metadata=None):
         raise errors.ConfigurationError(
             f"recipe {recipe.name}: the data's classes {list(classes)} differ from the recipe's {record['classes']}."
         )
-    return serving.export(model, config.export_dir, name=recipe.name, class_names=list(classes),
+    return serving.export(model, config.export_dir, name=name or recipe.name, class_names=list(classes),
                           preprocessing=preprocessing, metadata={"recipe": record, **(metadata or {})})

@@ -58,6 +58,11 @@ def transfer_records(config):
     return name, recs
 
 
+def export_name(config):
+    """``densenet`` (X-ray task) or ``densenet_ct`` (CT task): the two tasks' models have other classes."""
+    return config.recipe.name + ("_ct" if config.task == "transfer_ct" else "")
+
+
 def train_transfer(config, log=None, records=None):
     """Trains one paper-002 model (``config.recipe``); returns the summary dict.
 
@@ -104,7 +109,7 @@ def train_transfer(config, log=None, records=None):
         "report": reports,
         "reported": recipe.reported,
     }
-    exported = runner.export_model(model, recipe, config, classes, options,
+    exported = runner.export_model(model, recipe, config, classes, options, name=export_name(config),
                                    metadata={"test_report": reports.get("test")})
     if exported:
         summary["exported"] = exported
@@ -166,4 +171,4 @@ def train_all_models(configs, log=None):
     return {"task": task, "table": table, "note": note, "runs": summaries}
 
 
-__all__ = ["CONFIGS", "RECIPES", "configs_for_all_models", "train_all_models", "train_transfer", "transfer_records"]
+__all__ = ["CONFIGS", "RECIPES", "configs_for_all_models", "export_name", "train_all_models", "train_transfer", "transfer_records"]
