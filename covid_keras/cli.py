@@ -177,7 +177,9 @@ def add_recipe_arguments(parser, recipe, phantom_when=PHANTOM_WHEN):
             kind = param.kind or (type(param.default[0]) if param.default else str)
             parser.add_argument(param.option, nargs="+", type=kind, metavar=param.name.upper(), **extra, **common)
         else:
-            parser.add_argument(param.option, type=_none_or(param.type), **extra, **common)
+            # A flag whose choices include "none" takes it as a word, not as None (--class-weights none).
+            kind = param.type if param.choices and "none" in param.choices else _none_or(param.type)
+            parser.add_argument(param.option, type=kind, **extra, **common)
     return parser
 
 

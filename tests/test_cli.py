@@ -69,3 +69,14 @@ def test_failed_tensorflow_import_shows_what_was_muted(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert "raised broken TensorFlow" in proc.stdout
     assert "dlopen failed: libfoo.so" in proc.stderr
+
+
+def test_a_choice_spelt_none_is_a_word_not_none():
+    """--class-weights none is one of the flag's choices, not "no value" (it was refused before)."""
+    from covid_keras.training.volume_level import Volume3DConfig
+    from covid_keras.training.xray_cnn import XrayCNNConfig
+
+    for config_cls in (XrayCNNConfig, Volume3DConfig):
+        config = cli.parse_recipe(["--class-weights", "none"], "prog", "", config_cls, phantom=True)
+        assert config.class_weights == "none"
+    assert cli.parse_recipe(["--covid-data", "none"], "prog", "", XrayCNNConfig).covid_data is None

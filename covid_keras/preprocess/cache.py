@@ -128,6 +128,9 @@ def _fingerprint(options, classes, shards, dataset):
         # Volumes are stored as uint8 grey levels (lung_volume.quantize) and their crops
         # are seeded per study; float32 caches from before differ.
         content["storage"] = "uint8, crop seeds per study from its patient id and folder name"
+    if options.pipeline == "xray":
+        # One rounded uint8 grey channel per image; float32 RGB caches from before differ.
+        content["storage"] = "uint8 grey"
     blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

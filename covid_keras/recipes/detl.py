@@ -10,6 +10,13 @@ momentum 0.9; 5-fold cross-validation (no epoch count given: ours 30).
 from covid_keras.recipes.base import KFold, Optimizer, Param, Recipe, Schedule, Stage, constant
 from covid_keras.recipes.config import data_params, run_params
 
+def _validate(c):
+    from covid_keras import errors
+
+    if c.covid_data and not c.data:
+        raise errors.ConfigurationError("--covid-data is Data-B's covid class beside --data; give --data as well.")
+
+
 DETL_CNN = Recipe(
     name="detl_cnn",
     paper="003 DETL (Basu & Mitra)",
@@ -46,6 +53,7 @@ DETL_CNN = Recipe(
     augmentation=lambda c: ({"rotation": 10.0, "translation": 0.0, "zoom": (0.9, 1.1), "shear": 0.0,
                              "horizontal_flip": True, "brightness": (1.0, 1.0)} if c.augment else {}),
     validation=lambda c: KFold(c.folds, c.final),
+    validate=lambda c: _validate(c),
     datasets=("nih-chestxray14",),
     ours={"phase 2 epochs": "30", "input size": "224", "batch size": "32", "augmentation ranges": "none given"},
     reported={"5-fold accuracy": 0.953, "5-fold accuracy std": 0.02},

@@ -25,6 +25,8 @@ def _validate(c):
     from covid_keras import errors
 
     if c.data is None:
+        if c.covid_data:
+            raise errors.ConfigurationError("--covid-data adds to --data's images; give --data as well.")
         return
     if (c.task == "transfer_ct") != (c.dataset == "sars-cov2-ct"):
         raise errors.ConfigurationError(

@@ -15,6 +15,20 @@ from covid_keras.recipes.config import data_params, run_params
 
 STEPS = ("xraycnn_step1", "xraycnn_step2")
 
+
+def _validate(c):
+    """Settings the types cannot check, refused before anything trains."""
+    from covid_keras import errors
+
+    if not 0 <= c.unrouted_covid_fraction <= 1:
+        raise errors.ConfigurationError(
+            f"--unrouted-covid-fraction must be in [0, 1]. Received: {c.unrouted_covid_fraction}"
+        )
+    if not 0 <= c.salt_pepper < 1:
+        raise errors.ConfigurationError(f"--salt-pepper must be in [0, 1). Received: {c.salt_pepper}")
+    if c.covid_data and not c.data:
+        raise errors.ConfigurationError("--covid-data adds to --data's images; give --data as well.")
+
 XRAY_CNN = Recipe(
     name="xray_cnn",
     paper="004 XrayCNN (Gao & Wang)",
@@ -34,10 +48,11 @@ XRAY_CNN = Recipe(
                               "viral) or xraycnn_step2 (non-viral pneumonia / COVID-19 / other viral)",
               choices=("both", *STEPS)),
         *data_params(("chest-xray-pneumonia",),
-                     data_help="Kermany chest_xray folder: step 1's normal, bacterial and viral X-rays (omit to use "
-                               "the built-in phantoms)"),
-        Param("covid_data", None, "COVID-19 image data collection folder: step 2's COVID-19, other viral and "
-                                  "non-viral pneumonia X-rays (required with --data)"),
+                     data_help="Kermany chest_xray folder: normal, bacterial and viral (-> other viral) X-rays, "
+                               "for both steps (omit to use the built-in phantoms)"),
+        Param("covid_data", None, "COVID-19 image data collection folder: its COVID-19, other viral and non-viral "
+                                  "pneumonia (-> bacterial) X-rays join --data's, for both steps (required with "
+                                  "--data unless --step xraycnn_step1)"),
         Param("phantom_images", 24, "phantom images per pathology when no --data is given"),
         Param("image_size", 64, "image side in pixels (Table 1)"),
         Param("dropout", 0.5, "dropout before the output layer", ours="Table 1 does not place it"),
@@ -64,6 +79,7 @@ XRAY_CNN = Recipe(
                              "shear": 0.0, "horizontal_flip": True, "brightness": (1.0, 1.0)} if c.augment else {}),
     validation=lambda c: Holdout(c.val_fraction, c.test_fraction),
     datasets=("chest-xray-pneumonia",),
+    validate=lambda c: _validate(c),
     ours={"optimizer": "Adam 1e-3, 50 epochs, batch 32: the paper gives none",
           "salt-and-pepper density": "0.05: the paper gives none"},
     reported={"accuracy (Fig. 5, 4 classes)": 0.91},

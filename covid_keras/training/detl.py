@@ -30,7 +30,7 @@ from covid_keras.recipes import DETL_CNN, config_class
 from covid_keras.training import crossval, image_level, pipelines
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import RunFolder, config_hash, write_json
-from covid_keras.training.stages import StageData, run_stages
+from covid_keras.training.stages import run_stages
 
 #: Every setting of a DETL run: one field per setting of the recipe ``detl_cnn``.
 DETLConfig = config_class(DETL_CNN, "DETLConfig")
@@ -128,12 +128,19 @@ def balanced_validation(records, size, seed):
     return {"train": train, "val": sorted(chosen), "val_class": dict(sorted(chosen.items())), "val_images": counts}
 
 
+def _phase1_settings(config):
+    return {k: getattr(config, k) for k in PHASE1_SETTINGS}
+
+
+def phase1_folder(config):
+    """Phase 1's run folder path, named by :data:`PHASE1_SETTINGS` only (shared by phase 2 runs)."""
+    name = f"phase1-{config_hash(_phase1_settings(config))}"
+    return os.path.join(config.run_dir, "phase1") if config.run_dir else os.path.join(config.runs_root, "detl", name)
+
+
 def phase1_run(config):
-    """Phase 1's run folder, named by :data:`PHASE1_SETTINGS` only (shared by phase 2 runs)."""
-    settings = {k: getattr(config, k) for k in PHASE1_SETTINGS}
-    name = f"phase1-{config_hash(settings)}"
-    root = os.path.join(config.run_dir, "phase1") if config.run_dir else os.path.join(config.runs_root, "detl", name)
-    return RunFolder.open(root, settings, fresh=config.fresh)
+    """Phase 1's :class:`RunFolder` (``--fresh`` starts it over too)."""
+    return RunFolder.open(phase1_folder(config), _phase1_settings(config), fresh=config.fresh)
 
 
 def train_phase1(config, log):
@@ -173,16 +180,9 @@ def train_phase1(config, log):
     log(image_level.describe_selection("[phase1] training images", train, classes) + "; "
         + image_level.describe_selection("validation", val, classes))
 
-    def stage_data(stage):
-        return StageData(
-            train=pipelines.image_dataset(cache.folder, train, training=True, batch_size=config.batch_size,
-                                          seed=config.seed, shape=cache.shape),
-            val=pipelines.image_dataset(cache.folder, val, training=False, batch_size=config.batch_size,
-                                        shape=cache.shape),
-            labels=np.fromiter(train.values(), dtype=int), what="images", counts={"train": len(train), "val": len(val)})
-
     stage = [s for s in config.stage_list() if s.name == "phase1"]
-    run_stages(model, run, stage, stage_data, classes, trainer=trainer, verbose=config.verbose, log=log)
+    run_stages(model, run, stage, image_level.stage_data(cache, train, val, config), classes, trainer=trainer,
+               verbose=config.verbose, log=log)
     report, predictions = image_level.evaluate(model, cache, val, classes, config.batch_size)
     write_json(run.file("predictions_val.json"), predictions)
     model.save(model_path)
@@ -218,6 +218,8 @@ def train_detl(config, log=None):
     dataset_b, recs_b = data_b(config)  # before phase 1's hours: a missing --covid-data fails now
     _check_data_b(recs_b, recipe.class_names(config))
     crossval.check_folds(recs_b, config.folds, option="folds")
+    # Opened before phase 1 trains: with --run-dir, phase 1 lives inside it, and --fresh empties it.
+    run = _phase2_run(config, phase1_folder(config), dataset_b, log)
     phase1_path, phase1_report = train_phase1(config, log)
 
     classes = recipe.class_names(config)
@@ -225,7 +227,6 @@ def train_detl(config, log=None):
     cache = image_level.image_cache(recs_b, dataset_b, options, classes, config, log)
     kept = image_level.check_cached(recs_b, cache, log)
     crossval.check_folds(kept, config.folds, option="folds")
-    run = _phase2_run(config, phase1_path, dataset_b, log)
 
     def train_fold(fold_run, train_recs, val_recs, fold):
         source = keras.models.load_model(phase1_path)
@@ -235,18 +236,9 @@ def train_detl(config, log=None):
         train = pipelines.select_images(cache.rows, {r.patient_id for r in train_recs}, classes)
         val = pipelines.select_images(cache.rows, {r.patient_id for r in val_recs}, classes) if val_recs else {}
 
-        def stage_data(stage):
-            return StageData(
-                train=pipelines.image_dataset(cache.folder, train, training=True, batch_size=config.batch_size,
-                                              seed=config.seed, shape=cache.shape),
-                val=pipelines.image_dataset(cache.folder, val, training=False, batch_size=config.batch_size,
-                                            shape=cache.shape) if val else None,
-                labels=np.fromiter(train.values(), dtype=int), what="images",
-                counts={"train": len(train), "val": len(val)})
-
         stage = [s for s in config.stage_list() if s.name == "phase2"]
-        run_stages(model, fold_run, stage, stage_data, classes, trainer=trainer, keep="last",
-                   verbose=config.verbose, log=log)
+        run_stages(model, fold_run, stage, image_level.stage_data(cache, train, val, config), classes,
+                   trainer=trainer, keep="last", verbose=config.verbose, log=log)
         model.save(fold_run.file("model.keras"))
         unchanged = frozen_unchanged(source, model)
         if not unchanged:
@@ -301,7 +293,7 @@ def _phase2_run(config, phase1_path, dataset, log):
     from covid_keras.training import runner
 
     return runner.open_run("detl", f"phase2-{dataset}", config, log,
-                           extra={"phase1": os.path.basename(os.path.dirname(phase1_path))})
+                           extra={"phase1": os.path.basename(os.path.normpath(phase1_path))})
 
 
 def frozen_unchanged(source, model):

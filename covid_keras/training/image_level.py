@@ -115,17 +115,37 @@ def counts_by_class(selection, classes):
     return {c: int(counts[i]) for i, c in enumerate(classes)}
 
 
-def predict_images(model, cache, selection, batch_size):
-    """``(keys, y_true, probabilities)`` of the selected images, in cache order."""
+#: Images turned into one float32 RGB array at a time when predicting (48 MB at 224^2).
+PREDICT_CHUNK = 256
+
+
+def image_chunks(cache, selection, size=PREDICT_CHUNK):
+    """Yields ``(keys, float32 [n, H, W, 3])`` of the selected images, ``size`` at a time, in cache order.
+
+    Held-out sets of real datasets do not fit in memory as float32 RGB
+    (DETL's 20,000 validation images at 224^2: 12 GB), so they are read and
+    predicted chunk by chunk.
+    """
     keys, images = [], []
     for key, image in pipelines.iter_images(cache.folder, selection):
         keys.append(key)
         images.append(image)
+        if len(keys) == size:
+            yield keys, np.repeat(np.stack(images)[..., None], 3, axis=-1).astype(np.float32)
+            keys, images = [], []
+    if keys:
+        yield keys, np.repeat(np.stack(images)[..., None], 3, axis=-1).astype(np.float32)
+
+
+def predict_images(model, cache, selection, batch_size):
+    """``(keys, y_true, probabilities)`` of the selected images, in cache order."""
+    keys, probs = [], []
+    for chunk_keys, x in image_chunks(cache, selection):
+        keys += chunk_keys
+        probs.append(model.predict(x, batch_size=batch_size, verbose=0))
     if not keys:
         return [], np.zeros(0, int), np.zeros((0, 0), np.float32)
-    x = np.repeat(np.stack(images)[..., None], 3, axis=-1).astype(np.float32)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    return keys, np.asarray([selection[k] for k in keys]), probs
+    return keys, np.asarray([selection[k] for k in keys]), np.concatenate(probs)
 
 
 def prediction_rows(cache, keys, y_true, probs, classes):
@@ -171,9 +191,14 @@ def train_holdout(model, run, cache, split, classes, stages, config, *, relabel=
     train = pipelines.select_images(cache.rows, split["train"], classes, relabel)
     val = pipelines.select_images(cache.rows, split["val"], classes, relabel)
     log(describe_selection("training images", train, classes) + "; " + describe_selection("validation", val, classes))
-    _check_classes(train, classes, "training")
+    check_classes(train, classes, "training")
+    return run_stages(model, run, stages, stage_data(cache, train, val, config), classes, trainer=trainer,
+                      class_weights=class_weights, verbose=config.verbose, log=log)
 
-    def stage_data(stage):
+
+def stage_data(cache, train, val, config):
+    """``stage -> StageData`` training on the ``train`` selection and validating on ``val`` (may be empty)."""
+    def data(stage):
         return StageData(
             train=pipelines.image_dataset(cache.folder, train, training=True, batch_size=config.batch_size,
                                           seed=config.seed, shape=cache.shape),
@@ -182,19 +207,23 @@ def train_holdout(model, run, cache, split, classes, stages, config, *, relabel=
             labels=np.fromiter(train.values(), dtype=int), what="images",
             counts={"train": len(train), "val": len(val)})
 
-    return run_stages(model, run, stages, stage_data, classes, trainer=trainer, class_weights=class_weights,
-                      verbose=config.verbose, log=log)
+    return data
 
 
-def _check_classes(selection, classes, what):
+def check_classes(selection, classes, what):
+    """Every class of the model has training images: a softmax class never seen in training answers nothing real.
+
+    Raises:
+        ConfigurationError: a class has no image (e.g. Kermany's X-rays for
+            paper 002 without --covid-data: no COVID-19).
+    """
     present = {classes[i] for i in selection.values()}
     missing = [c for c in classes if c not in present]
-    if len(present) < 2:
+    if missing:
         raise errors.ConfigurationError(
-            f"the {what} images hold only {', '.join(sorted(present)) or 'no class'}; a classifier needs images of "
-            "at least two classes: check --data and --dataset."
+            f"the {what} images hold no {', '.join(missing)} images (only {', '.join(sorted(present)) or 'none'}); "
+            f"the model's classes are {', '.join(classes)}: check --data, --dataset and --covid-data."
         )
-    return missing
 
 
 def held_out_reports(model, run, cache, split, classes, batch_size, relabel=None, parts=("val", "test")):

@@ -23,6 +23,7 @@ Real data, by ``--task``:
 """
 
 import dataclasses
+import os
 
 from covid_keras import errors
 from covid_keras.recipes import DENSENET, INCEPTIONV3, NEW_DENSENET, config_class
@@ -46,6 +47,11 @@ def transfer_records(config):
     options = {} if config.dataset == "sars-cov2-ct" else {"task": config.task}
     recs = datasets.load_dataset(config.dataset, config.data, **options)
     name = config.dataset
+    if config.dataset == "chest-xray-pneumonia" and not config.covid_data:
+        raise errors.ConfigurationError(
+            "the Kermany X-rays hold pneumonia and normal images only: pass --covid-data, the COVID-19 image data "
+            "collection folder, for paper 002's COVID-19 class."
+        )
     if config.covid_data:
         covid = [r for r in datasets.load_dataset("covid-chestxray", config.covid_data, task="transfer_xray")
                  if r.label == "COVID-19"]
@@ -79,7 +85,8 @@ def train_transfer(config, log=None, records=None):
     seed_everything(config.seed)
     dataset, recs = records or transfer_records(config)
     classes = recipe.class_names(config)
-    run = runner.open_run("transfer", f"{recipe.name}-{dataset}", config, log)
+    # The three recipes share their settings: the model's name is part of the folder's hash.
+    run = runner.open_run("transfer", f"{recipe.name}-{dataset}", config, log, extra={"model": recipe.name})
     split = runner.holdout_patients(run, recs, recipe.validation(config), config.seed, log)
     options = PipelineOptions(**recipe.pipeline(config))
     cache = image_level.image_cache(recs, dataset, options, classes, config, log)
@@ -137,6 +144,8 @@ def configs_for_all_models(argv_values, phantom):
                 "leave it out to train the three models."
             )
         values = {**(config_cls.recipe.phantom_preset() if phantom else {}), **argv_values}
+        if values.get("run_dir"):  # one folder per model inside the one given
+            values["run_dir"] = os.path.join(values["run_dir"], name)
         out[name] = config_cls(**{**{f.name: f.default for f in dc.fields(config_cls)}, **values})
     return out
 

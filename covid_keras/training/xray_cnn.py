@@ -164,7 +164,9 @@ def _export(models, recipe, config, options, summary):
     if not config.export_dir:
         return None
     if config.step != "both":
+        # Its own name: the two-step export's folder must not get a 3-class newest version.
         return runner.export_model(models[config.step], recipe, config, recipe.class_names(config), options,
+                                   name=f"{recipe.name}_{config.step.split('_')[-1]}",
                                    metadata={"test_report": summary["reports"][config.step].get("test")})
     from covid_keras import serving
 

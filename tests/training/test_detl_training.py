@@ -327,10 +327,12 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()  # refused before any work
     line = _one_error_line(_command(["--data", covid, "--covid-data", covid, *run], cache))
     assert line.startswith(f"error: {covid}: no `Data_Entry_2017.csv` found; download NIH ChestX-ray14")
-    # Data-A of one class (no disease images): phase 1 cannot learn normal vs disease.
+    # A dataset folder of one class (No Finding only): Data-B lacks two of its classes, refused before phase 1
+    # (Data-B's NIH classes are Data-A's, so a one-class Data-A stops here; balanced_validation's own check
+    # is tested above).
     line = _one_error_line(_command(["--data", nih, "--covid-data", covid, "--image-size", str(SIDE), "--folds", "2",
                                      "--balanced-val", "2", "--quiet", *run], cache))
-    assert line.startswith("error: Data-A holds only normal images; phase 1 needs normal and disease images")
+    assert line.startswith("error: Data-B holds no other_disease, pneumonia images; phase 2 needs all of")
     assert not list((tmp_path / "runs").glob("detl/*/model.keras"))  # nothing trained
 
 
