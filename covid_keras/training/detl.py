@@ -27,7 +27,7 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.recipes import DETL_CNN, config_class
-from covid_keras.training import crossval, image_level, pipelines
+from covid_keras.training import crossval, image_level, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import RunFolder, config_hash, write_json
 from covid_keras.training.stages import run_stages
@@ -267,11 +267,7 @@ def train_detl(config, log=None):
     if config.final:
         model = keras.models.load_model(run.file("final", "model.keras"))
         result["model"] = run.file("final", "model.keras")
-        from covid_keras.training import runner
-
-        view = result["crossval"]
-        exported = runner.export_model(model, recipe, config, classes, options, metadata={
-            "crossval": {"k": view["k"], "mean": view["mean"], "std": view["std"]}})
+        exported = runner.export_crossval_model(model, recipe, config, classes, options, result["crossval"])
         if exported:
             result["exported"] = exported
             log(f"exported: {exported}")
@@ -290,8 +286,6 @@ def _check_data_b(records, classes):
 
 
 def _phase2_run(config, phase1_path, dataset, log):
-    from covid_keras.training import runner
-
     return runner.open_run("detl", f"phase2-{dataset}", config, log,
                            extra={"phase1": os.path.basename(os.path.normpath(phase1_path))})
 

@@ -110,3 +110,13 @@ def export_model(model, recipe, config, classes, preprocessing, metadata=None, n
         )
     return serving.export(model, config.export_dir, name=name or recipe.name, class_names=list(classes),
                           preprocessing=preprocessing, metadata={"recipe": record, **(metadata or {})})
+
+
+def export_crossval_model(model, recipe, config, classes, preprocessing, crossval_view):
+    """Exports a cross-validated run's final model, its metadata holding the folds' ``k``, ``mean`` and ``std``.
+
+    ``crossval_view`` is the run's fold table (``volume_level.table4``,
+    ``detl.fold_table``). Returns the version folder, or None (no export).
+    """
+    return export_model(model, recipe, config, classes, preprocessing, metadata={
+        "crossval": {key: crossval_view[key] for key in ("k", "mean", "std")}})

@@ -303,9 +303,7 @@ def train_volume3d(config, log=None):
         # Served in float32 wherever it runs (after --mixed-precision, final/model.keras is mixed_float16).
         model = float32_copy(keras.models.load_model(run.file("final", "model.keras")), config)
         result["model"] = run.file("final", "model.keras")
-        view = result["crossval"]
-        exported = runner.export_model(model, recipe, config, classes, options, metadata={
-            "crossval": {"k": view["k"], "mean": view["mean"], "std": view["std"]}})
+        exported = runner.export_crossval_model(model, recipe, config, classes, options, result["crossval"])
         if exported:
             result["exported"] = exported
             log(f"exported: {exported}")
