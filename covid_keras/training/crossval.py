@@ -14,6 +14,7 @@ it reads ``folds.json``.
 The run folder then holds::
 
     folds.json                  patient ids of every fold's train and validation side
+    records.json                the records the folds split (covid_keras.training.runs.write_records)
     folds/fold_<i>/             one sub-run per fold (config.json, logs, checkpoints, stages)
     folds/fold_<i>/report.json  the fold's metrics, written when it finished
     final/                      the model trained on all records (``final=True``)
@@ -38,7 +39,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.data import splits
-from covid_keras.training.runs import RunFolder, write_json
+from covid_keras.training.runs import RunFolder, write_json, write_records
 
 #: np.std's ddof for the spread over folds: the folds are the whole set of
 #: folds, not a sample of them (as scikit-learn's cross_validate reports).
@@ -97,6 +98,7 @@ def cross_validate(run, records, *, k, seed, train_fold, final=True, log=print, 
     """
     records = list(records)
     folds = _fold_assignment(run, records, k, seed, check_content, stratify, log)
+    write_records(run, records)  # what the evaluation commands read the run's data back from
     entries = []
     for i, (train, val) in enumerate(folds, start=1):
         val_patients = sorted({r.patient_id for r in val})

@@ -17,7 +17,7 @@ import json
 import os
 
 from covid_keras import errors
-from covid_keras.training.runs import RunFolder, config_hash, write_json
+from covid_keras.training.runs import RunFolder, config_hash, write_json, write_records
 
 
 def open_run(command_dir, prefix, config, log=print, extra=None):
@@ -49,6 +49,8 @@ def load_records(data, dataset, phantom_patients, seed, phantom_size=128):
 def holdout_patients(run, records, protocol, seed, log=print):
     """The run's patient split (``split.json``): made once, by patient, with the leakage guard; reused on resume.
 
+    The records go to ``records.json`` (:func:`covid_keras.training.runs.write_records`).
+
     Args:
         run: the :class:`RunFolder`.
         records: the dataset's :class:`covid_keras.data.datasets.Record` list.
@@ -66,6 +68,7 @@ def holdout_patients(run, records, protocol, seed, log=print):
     else:
         split = split_patients(records, protocol.val_fraction, protocol.test_fraction, seed)
         write_json(path, split)
+    write_records(run, records)
     log(f"patients: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test")
     return split
 

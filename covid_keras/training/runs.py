@@ -118,6 +118,42 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def write_records(run, records):
+    """Writes ``records.json``: the run's study records (pseudonymous patient id, label, paths, dataset, covariates).
+
+    The evaluation commands (``evaluate.audit``, ``evaluate.demographics``,
+    ``evaluate.gradcam``) read the run's data back from it, whatever command
+    and dataset adapter made the records. Nothing identifying is written:
+    the patient ids are the pseudonymous ones the split uses; ``extra``
+    keeps only JSON-ready values.
+    """
+    from covid_keras.preprocess.cache import record_key
+
+    def ready(value):
+        return isinstance(value, (str, int, float, bool)) or value is None
+
+    write_json(run.file("records.json"), [
+        {"key": record_key(r), "patient_id": r.patient_id, "label": r.label, "paths": list(r.paths),
+         "dataset": r.dataset, "slice_labels": [list(p) for p in r.slice_labels] if r.slice_labels else None,
+         "age": r.age, "sex": r.sex, "extra": {k: v for k, v in (r.extra or {}).items() if ready(v)}}
+        for r in records])
+
+
+def read_records(run_dir):
+    """The run's :class:`covid_keras.data.datasets.Record` list from its ``records.json``.
+
+    Raises:
+        ConfigurationError: the run has no ``records.json`` (an older run: train it again).
+    """
+    from covid_keras.data.datasets import Record
+
+    rows = read_json(os.path.join(os.fspath(run_dir), "records.json"),
+                     "the run is older than the evaluation commands; run its training command again.")
+    return [Record(patient_id=r["patient_id"], label=r["label"], paths=tuple(r["paths"]), dataset=r["dataset"],
+                   slice_labels=tuple(tuple(p) for p in r["slice_labels"]) if r["slice_labels"] else None,
+                   age=r["age"], sex=r["sex"], extra=r["extra"]) for r in rows]
+
+
 def read_json(path, what):
     """Reads a JSON file another command wrote, with a clear error when missing."""
     if not os.path.exists(path):
