@@ -29,7 +29,7 @@ from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.recipes import DETL_CNN, config_class
 from covid_keras.training import crossval, image_level, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
-from covid_keras.training.runs import RunFolder, config_hash, write_json
+from covid_keras.training.runs import RunFolder, config_hash, write_json, write_records
 from covid_keras.training.stages import run_stages
 
 #: Every setting of a DETL run: one field per setting of the recipe ``detl_cnn``.
@@ -168,6 +168,7 @@ def train_phase1(config, log):
     else:
         split = balanced_validation(image_level.check_cached(recs, cache, log), config.balanced_val, config.seed)
         write_json(split_path, split)
+    write_records(run, recs)
     log(f"[phase1] Data-A patients: {len(split['train'])} train, {len(split['val'])} in the balanced validation "
         f"set ({', '.join(f'{c} {n}' for c, n in split['val_images'].items())} images)")
     keras.utils.set_random_seed(config.seed)
@@ -183,8 +184,9 @@ def train_phase1(config, log):
     stage = [s for s in config.stage_list() if s.name == "phase1"]
     run_stages(model, run, stage, image_level.stage_data(cache, train, val, config), classes, trainer=trainer,
                verbose=config.verbose, log=log)
-    report, predictions = image_level.evaluate(model, cache, val, classes, config.batch_size)
-    write_json(run.file("predictions_val.json"), predictions)
+    report, predictions = image_level.evaluate(model, cache, val, classes, config.batch_size, recs)
+    image_level.write_image_predictions(run.file("predictions_val.json"), predictions, classes, "detl_cnn phase 1",
+                                        "val")
     model.save(model_path)
     write_json(report_path, report)
     log(f"[phase1] balanced validation accuracy {report['accuracy']:.4f} (majority rate {report['majority_rate']:.4f})")
@@ -246,8 +248,9 @@ def train_detl(config, log=None):
         if not val:
             return {"patients": len({r.patient_id for r in train_recs}), "images": len(train),
                     "frozen_unchanged": unchanged}
-        report, predictions = image_level.evaluate(model, cache, val, classes, config.batch_size)
-        write_json(fold_run.file("predictions.json"), predictions)
+        report, predictions = image_level.evaluate(model, cache, val, classes, config.batch_size, val_recs)
+        image_level.write_image_predictions(fold_run.file("predictions_val.json"), predictions, classes,
+                                            "detl_extend", "val", fold=fold)
         return {**report, "frozen_unchanged": unchanged}
 
     summary = crossval.cross_validate(run, kept, k=config.folds, seed=config.seed, train_fold=train_fold,

@@ -21,7 +21,6 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.training import pipelines
-from covid_keras.training.runs import write_json
 from covid_keras.training.stages import StageData, run_stages
 
 #: Side of the built-in phantom radiographs before the pipeline resizes them.
@@ -148,19 +147,29 @@ def predict_images(model, cache, selection, batch_size):
     return keys, np.asarray([selection[k] for k in keys]), np.concatenate(probs)
 
 
-def prediction_rows(cache, keys, y_true, probs, classes):
-    """One JSON row per image: key, pseudonymous patient id, true class, class probabilities."""
+def prediction_rows(cache, keys, y_true, probs, classes, records=None):
+    """One :func:`covid_keras.evaluation.predictions.case_row` per image (with the record's covariates)."""
+    from covid_keras.evaluation.predictions import case_row
+    from covid_keras.preprocess.cache import record_key
+
     patient = {r.key: r.patient_id for r in cache.rows}
-    return [{"key": k, "patient_id": patient[k], "label": classes[int(t)],
-             "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
+    by_key = {record_key(r): r for r in records or ()}
+    return [case_row(k, patient[k], classes[int(t)], p, classes, record=by_key.get(k))
             for k, t, p in zip(keys, y_true, probs)]
 
 
-def evaluate(model, cache, selection, classes, batch_size):
+def evaluate(model, cache, selection, classes, batch_size, records=None):
     """``(report, predictions)`` on the selected images: Fig. 5-style report and one row per image."""
     keys, y_true, probs = predict_images(model, cache, selection, batch_size)
     report = classification_report(y_true, probs.reshape(len(keys), len(classes)), classes)
-    return report, prediction_rows(cache, keys, y_true, probs, classes)
+    return report, prediction_rows(cache, keys, y_true, probs, classes, records)
+
+
+def write_image_predictions(path, rows, classes, answer, part, fold=None):
+    """Writes image rows as a predictions file (:mod:`covid_keras.evaluation.predictions`)."""
+    from covid_keras.evaluation.predictions import write_predictions
+
+    return write_predictions(path, rows, classes=classes, level="image", answer=answer, part=part, fold=fold)
 
 
 def describe_selection(name, selection, classes):
@@ -226,15 +235,20 @@ def check_classes(selection, classes, what):
         )
 
 
-def held_out_reports(model, run, cache, split, classes, batch_size, relabel=None, parts=("val", "test")):
-    """Reports (and ``predictions_<part>.json``) on the split's validation and held-out test patients."""
+def held_out_reports(model, run, cache, split, classes, batch_size, *, answer, relabel=None, parts=("val", "test"),
+                     records=None):
+    """Reports on the split's validation and held-out test patients, and their ``predictions_<part>.json``.
+
+    ``answer`` names the model in the predictions files; ``records`` (the
+    run's records) adds each image's covariates (age, sex, ...) to its row.
+    """
     reports = {}
     for part in parts:
         selection = pipelines.select_images(cache.rows, split.get(part, ()), classes, relabel)
         if not selection:
             continue
-        reports[part], rows = evaluate(model, cache, selection, classes, batch_size)
-        write_json(run.file(f"predictions_{part}.json"), rows)
+        reports[part], rows = evaluate(model, cache, selection, classes, batch_size, records)
+        write_image_predictions(run.file(f"predictions_{part}.json"), rows, classes, answer, part)
     return reports
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
+from covid_keras.evaluation.predictions import write_predictions
 from covid_keras.extensions import import_modules, reimport_modules
 from covid_keras.recipes import ENSEMBLE, PATIENT_HEADS, config_class
 from covid_keras.training import pipelines, runner
@@ -126,6 +127,14 @@ def _items(studies, patients, kind):
     return [(feature_set(f, p, kind), label) for _, _, label, f, p in chosen]
 
 
+def _study_rows(studies, probabilities, classes):
+    """One predictions row per study (key, pseudonymous patient id, class, the answer's probabilities)."""
+    from covid_keras.evaluation.predictions import case_row
+
+    return [case_row(key, pid, classes[int(label)], p, classes)
+            for (key, pid, label, _, _), p in zip(studies, probabilities)]
+
+
 def _predict_heads(predictors, features, studies, batch_size):
     """[n_studies, heads * classes] concatenated head probabilities, in the order of ``predictors``.
 
@@ -195,6 +204,9 @@ def train_patient_level(config, log=None):
                 ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
                 probs = predictor(ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
+                chosen = [s for s in studies if s[1] in set(split[part])]  # _items' order
+                write_predictions(run.file(f"predictions_{name}_{part}.json"), _study_rows(chosen, probs, classes),
+                                  classes=classes, level="study", answer=name, part=part)
     summary = {"command": "train.patient_level", "recipe": PATIENT_HEADS.export_metadata(config),
                "slice_run": os.path.abspath(slice_run), "classes": classes,
                "features": run.file("features.npz"), "heads": paths, "head_order": list(specs),
@@ -266,12 +278,13 @@ def train_ensemble(config, log=None):
     reports = {part: classification_report(parts[part][1], p, classes) for part, p in probabilities.items()}
     # Per study, the probabilities the reports rest on, under the study key and patient id
     # the run's split uses (folder-derived for folder datasets, as in split.json).
-    predictions = [{"part": part, "key": key, "patient_id": pid, "label": int(y), "probabilities": p.tolist()}
-                   for part, probs in probabilities.items()
-                   for (key, pid), y, p in zip(keys[part], parts[part][1], probs)]
-    write_json(run.file("predictions.json"), predictions)
+    predictions = {}
+    for part, probs in probabilities.items():
+        chosen = [s for s in studies if s[1] in set(split[part])]  # the order parts[part] was built in
+        predictions[part] = write_predictions(run.file(f"predictions_{part}.json"), _study_rows(chosen, probs, classes),
+                                              classes=classes, level="study", answer="ensemble", part=part)
     summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
-               "head_order": order, "model": path, "reports": reports, "predictions": run.file("predictions.json")}
+               "head_order": order, "model": path, "reports": reports, "predictions": predictions}
     if config.export_dir:
         from covid_keras import serving
 

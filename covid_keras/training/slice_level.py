@@ -152,13 +152,35 @@ def _run_pseudo_labels(run, model, folder, rows, split, config, log):
     return chosen
 
 
-def evaluate_slices(model, folder, rows, patients, classes, batch_size, stride=1):
-    """Slice-level report on ``patients`` (labelled slices, stage 2-3 rules)."""
-    selection = pipelines.select_slices(rows, patients, classes, stride=stride)
-    ds = pipelines.slice_dataset(folder, selection, training=False, batch_size=batch_size)
-    y_true = np.concatenate([y.numpy() for _, y in ds])
-    probs = model.predict(ds.map(lambda x, y: x), verbose=0)
-    return classification_report(y_true, probs, classes)
+def held_out_slices(model, folder, rows, patients, classes, batch_size, records=None):
+    """``(report, prediction rows)`` on every slice of ``patients``' studies.
+
+    Each slice gets one :func:`covid_keras.evaluation.predictions.case_row`:
+    ``label`` is its class under stages 2-3's rules (:func:`pipelines.select_slices`),
+    None for a slice they leave unlabelled (a clean slice of an infected
+    patient, a slice of a patient with a label only); ``study_label`` is its
+    study's class, so a report can also answer per patient (all slices).
+    The slice-level report counts the labelled slices.
+    """
+    from covid_keras.evaluation.predictions import case_row
+    from covid_keras.preprocess.cache import record_key
+
+    labelled = pipelines.select_slices(rows, patients, classes)
+    keys = {r.key for r in rows if r.patient_id in set(patients)}
+    by_key = {record_key(r): r for r in records or ()}
+    out, y_true, probs = [], [], []
+    for key, pid, label, slices, _, indices in pipelines.study_slices(folder, keys):
+        answers = model.predict(np.repeat(slices[..., None], 3, axis=-1).astype(np.float32), batch_size=batch_size,
+                                verbose=0)
+        for index, p in zip(indices, answers):
+            target = labelled.get(f"{key}#{index}")
+            out.append(case_row(key, pid, None if target is None else classes[target], p, classes,
+                                slice_index=index, study_label=classes[label], record=by_key.get(key)))
+            if target is not None:
+                y_true.append(target)
+                probs.append(p)
+    report = classification_report(np.asarray(y_true, int), np.asarray(probs).reshape(-1, len(classes)), classes)
+    return report, out
 
 
 def train_slice_level(config, log=None):
@@ -223,8 +245,15 @@ def train_slice_level(config, log=None):
 
     model_path = run.file("model.keras")
     model.save(model_path)
-    report = {part: evaluate_slices(model, folder, rows, split[part], classes, config.batch_size)
-              for part in ("val", "test") if split[part]}
+    from covid_keras.evaluation.predictions import write_predictions
+
+    report = {}
+    for part in ("val", "test"):
+        if split[part]:
+            report[part], predictions = held_out_slices(model, folder, rows, split[part], classes, config.batch_size,
+                                                        recs)
+            write_predictions(run.file(f"predictions_{part}.json"), predictions, classes=classes, level="slice",
+                              answer=recipe.name, part=part)
     summary = {
         "command": "train.slice_level",
         "recipe": recipe.export_metadata(config),

@@ -99,7 +99,8 @@ def train_transfer(config, log=None, records=None):
                                         trainer=trainer, log=log)
     model_path = run.file("model.keras")
     model.save(model_path)
-    reports = image_level.held_out_reports(model, run, cache, split, classes, config.batch_size)
+    reports = image_level.held_out_reports(model, run, cache, split, classes, config.batch_size,
+                                           answer=recipe.name, records=recs)
     for part, report in reports.items():
         log(f"[{part}] accuracy {report['accuracy']:.4f} on {report['n']} images "
             f"(majority rate {report['majority_rate']:.4f})")

@@ -87,9 +87,10 @@ def evaluate_volumes(model, folder, rows, selection, classes, batch_size):
     Returns:
         ``(report, predictions)``: :func:`covid_keras.evaluation.classification_report`
         with Table 4's ``covid_sensitivity`` / ``covid_specificity``
-        beside it, and ``[{"key", "patient_id", "label", "probabilities"}]``
-        (pseudonymous ids only).
+        beside it, and one :func:`covid_keras.evaluation.predictions.case_row`
+        per volume (pseudonymous ids only).
     """
+    from covid_keras.evaluation.predictions import case_row
     from covid_keras.preprocess.lung_volume import dequantize
 
     by_key = {r.key: r for r in rows}
@@ -111,9 +112,7 @@ def evaluate_volumes(model, folder, rows, selection, classes, batch_size):
     report = classification_report([selection[k] for k in keys], probs, classes)
     report["covid_sensitivity"] = report["sensitivity"].get(COVID)
     report["covid_specificity"] = report["specificity"].get(COVID)
-    predictions = [{"key": k, "patient_id": by_key[k].patient_id, "label": by_key[k].label,
-                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row)}}
-                   for k, row in zip(keys, probs)]
+    predictions = [case_row(k, by_key[k].patient_id, by_key[k].label, row, classes) for k, row in zip(keys, probs)]
     return report, predictions
 
 
@@ -185,7 +184,7 @@ def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold,
 
     The report holds the metrics only (what ``crossval.json`` averages);
     the fold's volumes and counts go to ``volumes.json``, its stages to
-    ``stages/``, its per-volume answers to ``predictions.json``.
+    ``stages/``, its per-volume answers to ``predictions_val.json``.
     """
     rows, classes = pipelines.volume_rows(folder)
     train_sel, val_sel, counts = fold_volumes(rows, train_patients, val_patients, classes, config.augment_minority)
@@ -209,8 +208,11 @@ def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold,
     model.save(fold_run.file("model.keras"))
     if not val_sel:  # the final model: trained on every patient, nothing held out
         return {"patients": len(set(train_patients)), "volumes": len(train_sel)}
+    from covid_keras.evaluation.predictions import write_predictions
+
     report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size)
-    write_json(fold_run.file("predictions.json"), predictions)
+    write_predictions(fold_run.file("predictions_val.json"), predictions, classes=classes, level="volume",
+                      answer=RESNET50_3D.name, part="val", fold=fold)
     return report
 
 

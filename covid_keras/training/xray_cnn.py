@@ -72,8 +72,11 @@ def _steps(config):
     return ("xraycnn_step1", "xraycnn_step2") if config.step == "both" else (config.step,)
 
 
-def train_step(step, run, cache, split, config, log):
-    """Trains one step in its sub-run ``<run>/<step>/``; returns ``(model, reports)``."""
+def train_step(step, run, cache, split, config, log, records=None):
+    """Trains one step in its sub-run ``<run>/<step>/``; returns ``(model, reports)``.
+
+    ``records`` (the run's) add each image's covariates to the step's predictions files.
+    """
     import keras
 
     classes = list(CLASS_NAMES[step])
@@ -88,28 +91,37 @@ def train_step(step, run, cache, split, config, log):
                               relabel=relabel, trainer=trainer, class_weights=config.class_weights == "balanced",
                               log=log)
     model.save(step_run.file("model.keras"))
-    reports = image_level.held_out_reports(model, step_run, cache, split, classes, config.batch_size, relabel=relabel)
+    reports = image_level.held_out_reports(model, step_run, cache, split, classes, config.batch_size, answer=step,
+                                           relabel=relabel, records=records)
     return model, reports
 
 
-def combined_report(step1, step2, run, cache, patients, config):
-    """The two-step classifier's 4-class report on ``patients``, and one row per image (``predictions_test.json``)."""
+def combined_report(step1, step2, run, cache, patients, config, records=None):
+    """The two-step classifier's 4-class report on ``patients``, and one row per image (``predictions_test.json``).
+
+    Each row adds the two steps' probabilities (``step1``; ``step2``, None
+    where the image was not routed to step 2). Images are read and answered
+    chunk by chunk.
+    """
     from covid_keras.models.xraycnn import HierarchicalXrayClassifier
 
     selection = pipelines.select_images(cache.rows, patients, COMBINED)
     if not selection:
         return None
-    keys, images = zip(*pipelines.iter_images(cache.folder, selection))
-    x = np.repeat(np.stack(images)[..., None], 3, axis=-1).astype(np.float32)
-    out = HierarchicalXrayClassifier(step1, step2, config.unrouted_covid_fraction).predict(x, config.batch_size)
+    classifier = HierarchicalXrayClassifier(step1, step2, config.unrouted_covid_fraction)
+    keys, parts = [], []
+    for chunk_keys, x in image_level.image_chunks(cache, selection):
+        keys += chunk_keys
+        parts.append(classifier.predict(x, config.batch_size))
+    out = {name: np.concatenate([part[name] for part in parts]) for name in ("combined", "routed", "step1", "step2")}
     y_true = np.asarray([selection[k] for k in keys])
     report = classification_report(y_true, out["combined"], COMBINED)
-    rows = image_level.prediction_rows(cache, keys, y_true, out["combined"], COMBINED)
+    rows = image_level.prediction_rows(cache, keys, y_true, out["combined"], COMBINED, records)
     for row, routed, p1, p2 in zip(rows, out["routed"], out["step1"], out["step2"]):
         row["step1"] = {c: round(float(v), 6) for c, v in zip(CLASS_NAMES["xraycnn_step1"], p1)}
         row["step2"] = ({c: round(float(v), 6) for c, v in zip(CLASS_NAMES["xraycnn_step2"], p2)}
                         if routed else None)
-    write_json(run.file("predictions_test.json"), rows)
+    image_level.write_image_predictions(run.file("predictions_test.json"), rows, COMBINED, "xray_cnn two-step", "test")
     return report
 
 
@@ -128,7 +140,7 @@ def train_xray_cnn(config, log=None):
 
     models, reports = {}, {}
     for step in _steps(config):
-        models[step], reports[step] = train_step(step, run, cache, split, config, log)
+        models[step], reports[step] = train_step(step, run, cache, split, config, log, records=recs)
         test = reports[step].get("test")
         if test:
             log(f"[{step}] held-out accuracy {test['accuracy']:.4f} on {test['n']} images "
@@ -147,7 +159,7 @@ def train_xray_cnn(config, log=None):
     }
     if config.step == "both":
         combined = combined_report(models["xraycnn_step1"], models["xraycnn_step2"], run, cache, split["test"],
-                                   config)
+                                   config, records=recs)
         summary["combined_report"] = combined
         if combined:
             log(f"[two-step] held-out 4-class accuracy {combined['accuracy']:.4f} on {combined['n']} images "

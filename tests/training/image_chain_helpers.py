@@ -88,6 +88,15 @@ def read_json(*parts):
         return json.load(f)
 
 
+def read_rows(*parts):
+    """The rows of a predictions file (covid_keras.evaluation.predictions), its header checked."""
+    from covid_keras.evaluation.predictions import read_predictions
+
+    predictions = read_predictions(os.path.join(*map(str, parts)))
+    assert predictions.level == "image" and predictions.part in os.path.basename(predictions.path)
+    return predictions.rows
+
+
 def cached_images(cache_folder, keys):
     """``{key: float32 [H, W, 3]}``: the cached uint8 grey images, repeated to RGB as training feeds them."""
     from covid_keras.training import pipelines

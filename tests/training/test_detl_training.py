@@ -147,7 +147,7 @@ def test_the_summary_holds_per_fold_and_mean_std_accuracy(chain):
     assert crossval["k"] == 2 and crossval["mean"]["accuracy"] == view["mean"]["accuracy"]
     for entry, fold in zip(folds, view["folds"]):
         report = _json(os.path.join(run, "folds", f"fold_{fold['fold']}", "report.json"))
-        predictions = _json(os.path.join(run, "folds", f"fold_{fold['fold']}", "predictions.json"))
+        predictions = _json(os.path.join(run, "folds", f"fold_{fold['fold']}", "predictions_val.json"))["rows"]
         assert report["accuracy"] == fold["accuracy"] and report["n"] == fold["n"] == len(predictions) == 2 * PHANTOMS
         assert np.sum(fold["confusion"]) == fold["n"]
         assert sorted({p["patient_id"] for p in predictions}) == sorted(entry["val"])
@@ -221,7 +221,7 @@ def test_phase_1_validates_on_a_class_balanced_sample_of_its_own_patients(chain)
     assert split["val_images"] == {"disease": 3, "normal": 3}
     assert not set(split["train"]) & set(split["val"])
     assert sorted(split["val_class"]) == split["val"]
-    predictions = _json(os.path.join(folder, "predictions_val.json"))
+    predictions = _json(os.path.join(folder, "predictions_val.json"))["rows"]
     assert len(predictions) == 6 and {p["patient_id"] for p in predictions} <= set(split["val"])
     assert all(split["val_class"][p["patient_id"]] == p["label"] for p in predictions)
     assert len(split["train"]) == 2 * detl.PHANTOM_DATA_A_FACTOR * PHANTOMS - 6

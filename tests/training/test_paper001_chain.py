@@ -237,14 +237,17 @@ def test_exported_patient_pipeline_gives_the_trained_ensembles_answers(chain):
     from covid_keras import serving
 
     root, first, _, _, ensemble = chain
-    predictions = json.loads(open(ensemble["predictions"]).read())
+    from covid_keras.evaluation.predictions import read_predictions
+
     classes = ensemble["classes"]
+    wanted = {}
     for part in ("val", "test"):
-        mine = [p for p in predictions if p["part"] == part]
-        probs = np.array([p["probabilities"] for p in mine])
-        _assert_same_report(ensemble["reports"][part], [p["label"] for p in mine], np.argmax(probs, axis=-1),
+        mine = read_predictions(ensemble["predictions"][part])
+        assert (mine.answer, mine.level, mine.part, mine.classes) == ("ensemble", "study", part, classes)
+        _assert_same_report(ensemble["reports"][part], mine.y_true(), np.argmax(mine.probabilities(), axis=-1),
                             classes)
-    wanted = {p["key"]: p for p in predictions}
+        wanted.update({p["key"]: {"probabilities": [p["probabilities"][c] for c in classes],
+                                  "label": classes.index(p["label"])} for p in mine.rows})
     assert len(wanted) == 6  # 3 validation + 3 test patients, one study each
     assert serving.load_metadata(ensemble["exported"])["class_names"] == classes
     signature = tf.saved_model.load(ensemble["exported"]).signatures["serving_default"]

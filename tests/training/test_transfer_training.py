@@ -28,6 +28,7 @@ from image_chain_helpers import (
     one_error_line,
     probe_images,
     read_json,
+    read_rows,
     row_probabilities,
 )
 
@@ -90,7 +91,7 @@ def test_run_folder_split_and_held_out_report(chain):
     report = chain["printed"]["report"]
     assert report == summary["report"] and set(report) == {"val", "test"}
     for part in ("val", "test"):
-        predictions = read_json(run, f"predictions_{part}.json")
+        predictions = read_rows(run, f"predictions_{part}.json")
         assert sorted(p["key"] for p in predictions) == sorted(r.key for r in rows if r.patient_id in split[part])
         assert_report_matches(report[part], predictions, CLASSES)
 
@@ -106,7 +107,7 @@ def test_export_in_a_fresh_process_equals_its_model_keras(chain, keras_model, tm
     assert meta["preprocessing"] == {"pipeline": "xray", "size": SIDE}
     assert meta["metadata"]["recipe"]["recipe"] == "densenet"
     assert meta["metadata"]["test_report"] == chain["printed"]["report"]["test"]
-    rows = read_json(chain["run"], "predictions_test.json")
+    rows = read_rows(chain["run"], "predictions_test.json")
     held_out = cached_images(chain["summary"]["cache"], [r["key"] for r in rows])
     keys = sorted(held_out)
     x = np.concatenate([np.stack([held_out[k] for k in keys]), probe_images(SIDE)])

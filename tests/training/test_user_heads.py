@@ -95,7 +95,10 @@ def test_a_fresh_process_serves_a_study_as_the_ensemble_answered(documented_run,
     from covid_keras.training import pipelines
 
     root, first, _, ensemble = documented_run
-    wanted = {p["key"]: p for p in json.loads((root / ensemble["predictions"]).read_text())}
+    classes = ensemble["classes"]
+    wanted = {p["key"]: {"probabilities": [p["probabilities"][c] for c in classes]}
+              for part in ("val", "test")
+              for p in json.loads((root / ensemble["predictions"][part]).read_text())["rows"]}
     studies = {key: np.asarray(pipelines.to_rgb(slices), dtype="float32")
                for key, _, _, slices, _, _ in pipelines.study_slices(first["cache"], set(wanted))}
     assert len(studies) == len(wanted) >= 2

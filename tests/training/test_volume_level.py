@@ -173,7 +173,7 @@ def test_the_chain_cross_validates_exports_and_predicts(dataset_root, tmp_path):
         assert not train_patients & set(entry["val"])  # no volume, no copy of a validation patient
         assert sorted({by_key[k].patient_id for k in volumes["val"]}) == sorted(entry["val"])
         assert not [k for k in volumes["val"] if by_key[k].augmented]
-        predictions = json.loads((sub / "predictions.json").read_text())
+        predictions = json.loads((sub / "predictions_val.json").read_text())["rows"]
         assert sorted(p["patient_id"] for p in predictions) == sorted(entry["val"])
         report = json.loads((sub / "report.json").read_text())
         assert report["n"] == len(predictions) == 6

@@ -29,6 +29,7 @@ from image_chain_helpers import (
     one_error_line,
     probe_images,
     read_json,
+    read_rows,
     row_probabilities,
 )
 
@@ -149,7 +150,7 @@ def test_both_steps_train_and_validate_on_the_one_split(chain):
             assert not {patient[k] for k in fed["selection"]} & set(split["test"])
         # Held-out predictions: exactly the step's images of the test patients, and of the validation ones.
         for part in ("val", "test"):
-            rows = read_json(chain["run"], step, f"predictions_{part}.json")
+            rows = read_rows(chain["run"], step, f"predictions_{part}.json")
             assert sorted(r["key"] for r in rows) == sorted(
                 k for k in patient if patient[k] in split[part] and STEP_OF[step][label[k]] is not None)
             assert all(r["label"] == STEP_OF[step][label[r["key"]]] for r in rows)
@@ -162,13 +163,13 @@ def test_step_reports_are_their_predictions_by_hand(chain):
     for step, classes in STEP_CLASSES.items():
         assert set(reports[step]) == {"val", "test"}
         for part in ("val", "test"):
-            rows = read_json(chain["run"], step, f"predictions_{part}.json")
+            rows = read_rows(chain["run"], step, f"predictions_{part}.json")
             assert_report_matches(reports[step][part], rows, classes)
 
 
 def test_combined_predictions_follow_the_two_steps_and_give_the_4_class_report(chain):
     patient, label = _patient_of(chain)
-    rows = read_json(chain["run"], "predictions_test.json")
+    rows = read_rows(chain["run"], "predictions_test.json")
     assert sorted(r["key"] for r in rows) == sorted(k for k in patient if patient[k] in chain["split"]["test"])
     for row in rows:
         assert row["label"] == label[row["key"]] and row["patient_id"] == patient[row["key"]]
@@ -203,7 +204,7 @@ def test_two_step_export_in_a_fresh_process_equals_the_hierarchical_classifier(c
     assert meta["preprocessing"] == {"pipeline": "xray", "size": SIDE}
     assert meta["metadata"]["test_report"] == chain["printed"]["combined_report"]
     assert meta["metadata"]["recipe"]["recipe"] == "xray_cnn"
-    rows = read_json(chain["run"], "predictions_test.json")
+    rows = read_rows(chain["run"], "predictions_test.json")
     held_out = cached_images(chain["summary"]["cache"], [r["key"] for r in rows])
     keys = sorted(held_out)
     x = np.concatenate([np.stack([held_out[k] for k in keys]), probe_images(SIDE)])
@@ -226,7 +227,7 @@ def _held_out_png(chain):
     from covid_keras.training import image_level
 
     _, recs = image_level.phantom_records("xraycnn_4class", 6)
-    rows = {r["key"]: r for r in read_json(chain["run"], "predictions_test.json")}
+    rows = {r["key"]: r for r in read_rows(chain["run"], "predictions_test.json")}
     rec = next(r for r in recs if record_key(r) in rows)
     assert rec.patient_id in chain["split"]["test"]
     return rec.paths[0], rows[record_key(rec)]
@@ -298,7 +299,7 @@ def test_step_1_alone_exports_an_image_model_with_step_1_classes(chain, basetemp
     assert meta["metadata"]["test_report"] == printed["reports"]["xraycnn_step1"]["test"]
     summary = read_json(run, "summary.json")
     model = _load(summary["models"]["xraycnn_step1"])
-    rows = read_json(run, "xraycnn_step1", "predictions_test.json")
+    rows = read_rows(run, "xraycnn_step1", "predictions_test.json")
     x = np.concatenate([np.stack(list(cached_images(summary["cache"], [r["key"] for r in rows]).values())),
                         probe_images(SIDE)])
     served = tf.saved_model.load(exported).signatures["serving_default"](image=tf.constant(x))
