@@ -25,7 +25,10 @@ real dataset. Radiographs are digitally reconstructed radiographs (DRR): the
 phantom's attenuation summed front to back, written as 8-bit PNGs.
 
 Everything is deterministic for a seed and cached under
-``$COVID_KERAS_CACHE/phantoms`` (default ``~/.cache/covid_keras``).
+``$COVID_KERAS_CACHE/phantoms`` (default ``~/.cache/covid_keras``). The
+records of the built-in datasets carry synthetic age, sex, BMI and
+ethnicity (:func:`phantom_covariates`), independent of the class, so that
+paper 004's regression of correctness on them runs end to end.
 """
 
 import csv
@@ -427,6 +430,53 @@ def _atomic_folder(final, build):
     return final
 
 
+#: Prioritised ethnicity groups (New Zealand's, as in paper 004's CM Health data) drawn for phantom records.
+PHANTOM_ETHNICITIES = ("European", "Maori", "Pacific", "Asian", "Other")
+
+
+def phantom_covariates(record, seed=0):
+    """Synthetic age, sex, BMI and ethnicity of one phantom record (paper 004's covariates).
+
+    Drawn from ``seed`` and a hash of the last two parts of the record's
+    first path (class folder and file or patient folder name), never from
+    its label or its pseudonymous id (which changes with the id salt): they
+    are reproducible, the same for a record in every X-ray task, and
+    independent of the class, so a regression of correctness on them
+    should find nothing. Images and records are not otherwise touched.
+
+    Args:
+        record: a phantom :class:`covid_keras.data.datasets.Record`.
+        seed: the phantom config's seed.
+
+    Returns:
+        ``(age, sex, bmi, ethnicity)``: years 20-90, ``"F"`` or ``"M"``,
+        kg/m2 (normal, mean 27, sd 5, within 16-45, one decimal) and one of
+        :data:`PHANTOM_ETHNICITIES`.
+
+    Example:
+        >>> from covid_keras.data.datasets import Record
+        >>> age, sex, bmi, ethnicity = phantom_covariates(Record("p", "Normal", ("/x/normal/a.png",), "s"))
+        >>> 20 <= age <= 90 and sex in ("F", "M") and 16 <= bmi <= 45
+        True
+    """
+    name = "/".join(os.path.normpath(record.paths[0]).split(os.sep)[-2:])
+    rng = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:12], 16), 29])
+    age = float(rng.integers(20, 91))
+    sex = str(rng.choice(["F", "M"]))
+    bmi = round(float(np.clip(rng.normal(27.0, 5.0), 16.0, 45.0)), 1)
+    return age, sex, bmi, str(rng.choice(PHANTOM_ETHNICITIES))
+
+
+def with_phantom_covariates(records, seed=0):
+    """The records, each with :func:`phantom_covariates` as ``age``, ``sex`` and ``extra`` bmi / ethnicity."""
+    out = []
+    for r in records:
+        age, sex, bmi, ethnicity = phantom_covariates(r, seed)
+        out.append(dataclasses.replace(r, age=age, sex=sex,
+                                       extra={**(r.extra or {}), "bmi": bmi, "ethnicity": ethnicity}))
+    return out
+
+
 def _ct_patient_params(config, label, i):
     rng = np.random.default_rng([config.seed, list(CT_LABELS.values()).index(label), i])
     n = int(rng.integers(config.min_slices, config.max_slices + 1))
@@ -472,10 +522,10 @@ def ct_dataset_dir(config=CTPhantomConfig()):
 
 
 def ct_dataset(config=CTPhantomConfig()):
-    """Records of the built-in CT phantoms (the COVID-CT-MD adapter's output)."""
+    """Records of the built-in CT phantoms (the COVID-CT-MD adapter's output, with :func:`with_phantom_covariates`)."""
     from covid_keras.data.datasets import covid_ct_md
 
-    return covid_ct_md(ct_dataset_dir(config))
+    return with_phantom_covariates(covid_ct_md(ct_dataset_dir(config)), config.seed)
 
 
 def write_xray_dataset(root, config=XrayPhantomConfig()):
@@ -549,8 +599,8 @@ def xray_records(root, task="xraycnn_step1"):
 
 
 def xray_dataset(task="xraycnn_step1", config=XrayPhantomConfig()):
-    """Records of the built-in phantom radiographs for one X-ray class list."""
-    return xray_records(xray_dataset_dir(config), task)
+    """Records of the built-in phantom radiographs for one X-ray class list (with :func:`with_phantom_covariates`)."""
+    return with_phantom_covariates(xray_records(xray_dataset_dir(config), task), config.seed)
 
 
 def as_ct_series(hu, spacing, patient_id="pt-phantom", label=None):
@@ -759,4 +809,4 @@ def sars_ct_dataset(config=CTImagePhantomConfig()):
     """
     from covid_keras.data.datasets import sars_cov2_ct
 
-    return sars_cov2_ct(sars_ct_dataset_dir(config))
+    return with_phantom_covariates(sars_cov2_ct(sars_ct_dataset_dir(config)), config.seed)

@@ -115,3 +115,41 @@ def test_unknown_task_and_pathology():
         synthetic.xray_records(synthetic.xray_dataset_dir(SMALL_XRAY), task="nope")
     with pytest.raises(ValueError, match="`pathology` must be one of"):
         synthetic.phantom_volume("flu")
+
+
+def test_phantom_records_carry_synthetic_covariates_independent_of_class():
+    import dataclasses
+
+    from scipy import stats
+
+    from covid_keras.data.datasets import Record, covid_ct_md
+    from covid_keras.evaluation.predictions import covariates
+
+    # Built-in datasets: every record has all four; the adapter's records are otherwise unchanged, in order.
+    plain = covid_ct_md(synthetic.ct_dataset_dir(SMALL_CT))
+    ct = synthetic.ct_dataset(SMALL_CT)
+    strip = {"age": None, "sex": None}
+    assert [dataclasses.replace(r, **strip, extra={k: v for k, v in r.extra.items() if k not in ("bmi", "ethnicity")})
+            for r in ct] == plain
+    for r in ct + synthetic.xray_dataset("xraycnn_step1", SMALL_XRAY):
+        found = covariates(r)
+        assert set(found) == {"age", "sex", "bmi", "ethnicity"}
+        assert 20 <= found["age"] <= 90 and found["sex"] in ("F", "M") and 16 <= found["bmi"] <= 45
+        assert found["ethnicity"] in synthetic.PHANTOM_ETHNICITIES
+    # Reproducible, the same image gets the same values in every task, another seed draws others.
+    assert synthetic.ct_dataset(SMALL_CT) == ct
+    step1 = {r.paths[0]: covariates(r) for r in synthetic.xray_dataset("xraycnn_step1", SMALL_XRAY)}
+    detl = {r.paths[0]: covariates(r) for r in synthetic.xray_dataset("detl_b", SMALL_XRAY)}
+    assert all(detl[p] == c for p, c in step1.items() if p in detl)
+    # Independent of the class: a function of the seed and the file name only, not of the label or the id.
+    one = Record("a", "Normal", ("/data/normal/normal-0001.png",), "synthetic-xray")
+    other = dataclasses.replace(one, patient_id="b", label="COVID-19")
+    assert synthetic.phantom_covariates(one, 0) == synthetic.phantom_covariates(other, 0)
+    assert synthetic.phantom_covariates(one, 0) != synthetic.phantom_covariates(one, 1)
+    by_class = {c: [synthetic.phantom_covariates(Record("p", c, (f"/r/{c}/{c}-{i:04d}.png",), "s"))
+                    for i in range(300)] for c in ("normal", "covid")}
+    ages = {c: [v[0] for v in vals] for c, vals in by_class.items()}
+    assert stats.ks_2samp(ages["normal"], ages["covid"]).pvalue > 0.001
+    table = [[sum(v[1] == s for v in vals) for s in ("F", "M")] for vals in by_class.values()]
+    assert stats.chi2_contingency(table).pvalue > 0.001
+    assert {v[3] for v in by_class["normal"]} == set(synthetic.PHANTOM_ETHNICITIES)
