@@ -1,5 +1,6 @@
-"""Explaining predictions: Grad-CAM maps and overlays."""
+"""Explaining predictions: Grad-CAM maps and overlays, t-SNE of features."""
 
 from covid_keras.explain.gradcam import gradcam, overlay
+from covid_keras.explain.tsne import embed
 
-__all__ = ["gradcam", "overlay"]
+__all__ = ["embed", "gradcam", "overlay"]
