@@ -22,7 +22,7 @@ wrote (predictions_<part>.json, and each fold's) and writes RUN_DIR/report/:
   *.png         ROC, precision-recall, reliability and confusion figures
 
 A slice model's predictions give a slice-level section and a patient-level
-one (the mean of each study's slice probabilities). Binomial intervals
+one (the mean of all of a patient's slice probabilities). Binomial intervals
 treat cases as independent; the AUC intervals resample patients, never
 slices. A run on the built-in phantoms is said to be one: its numbers test
 the code and do not compare with the papers'. stdout holds one JSON line.

@@ -39,8 +39,8 @@ _hash_cache = {}  # (kind, absolute path) -> ((size, count, mtime_ns), hex diges
 # --------------------------------------------------------------------------
 
 
-def _files_under(path):
-    """The files a record path stands for: itself, or a folder's files sorted."""
+def files_under(path):
+    """The files a record path stands for: itself, or a folder's files sorted (the content guard, the audit)."""
     if not os.path.isdir(path):
         return [path]
     found = []
@@ -56,7 +56,7 @@ def _signature(path):
     Two paths can only hold the same content when their byte totals and file
     counts agree, so only those are hashed.
     """
-    files = _files_under(path)
+    files = files_under(path)
     stats = [os.stat(f) for f in files]
     return sum(s.st_size for s in stats), len(files), max((s.st_mtime_ns for s in stats), default=0)
 
@@ -91,7 +91,7 @@ def _cached_digest(path, limit):
     if cached is not None and cached[0] == signature:
         return cached[1]
     digest = hashlib.sha256()
-    for name in _files_under(path):
+    for name in files_under(path):
         with open(name, "rb") as f:
             if limit is not None:
                 digest.update(f.read(limit))

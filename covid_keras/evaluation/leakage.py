@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from covid_keras import errors
+from covid_keras.data.splits import files_under
 
 #: Side names of ``split.json`` in the order boundaries are listed.
 SPLIT_SIDES = ("train", "val", "test")
@@ -152,18 +153,6 @@ def _partition(name, sides, path):
 # --------------------------------------------------------------------------
 
 
-def files_of(path):
-    """The files a record path stands for: itself, or a folder's files in sorted order."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        return [path]
-    found = []
-    for folder, dirs, names in os.walk(path):
-        dirs.sort()
-        found.extend(os.path.join(folder, name) for name in sorted(names))
-    return found
-
-
 def file_hashes(path):
     """SHA-1 of the bytes of each non-empty file under ``path`` (a file, or a series folder).
 
@@ -181,7 +170,7 @@ def file_hashes(path):
         {'5f0c3d2e...'}
     """
     digests = set()
-    for name in files_of(path):
+    for name in files_under(os.fspath(path)):
         digest = hashlib.sha1()
         with open(name, "rb") as f:
             for chunk in iter(lambda: f.read(_CHUNK), b""):

@@ -42,7 +42,11 @@ def _section(m, ci_name):
         boot = next(iter(m["auc"].values()))["roc_auc"]
         out += [_table(["class (one vs rest)", "ROC AUC", "PR AUC (average precision)"], rows), "",
                 f"AUC intervals: {boot.get('n_boot')} bootstrap resamples of the {m['patients']} patients "
-                "(all of a patient's cases together).", ""]
+                "(all of a patient's cases together), percentile intervals.", ""]
+        dropped = {c: v["roc_auc"].get("dropped") for c, v in m["auc"].items() if v["roc_auc"].get("dropped")}
+        if dropped:
+            out += ["Resamples without both sides of a class were left out of its interval (the interval is "
+                    "conditional on the rest): " + ", ".join(f"{c} {n}" for c, n in dropped.items()) + ".", ""]
     calibration = m.get("calibration")
     if calibration and calibration.get("ece") is not None:
         out += [f"Expected calibration error (top label, {calibration['n_bins']} bins): {calibration['ece']:.4f}.", ""]
@@ -71,10 +75,19 @@ def _kfold(table):
     out = [f"### {table['answer']}: {table['k']}-fold cross-validation ({table['level']})", ""]
     header = ["fold", "cases"] + table["columns"]
     rows = [[r["fold"], r["n"]] + [_number(r[c]) for c in table["columns"]] for r in table["folds"]]
-    rows.append(["mean ± std", ""] + [
-        "n/a" if table["mean"][c] is None else f"{table['mean'][c]:.4f} ± {table['std'][c]:.4f}"
-        for c in table["columns"]])
-    out += [_table(header, rows), "", f"Standard deviation over the folds with ddof = {table['ddof']}.", ""]
+    counted = table.get("folds_counted", {})
+
+    def summary(c):
+        if table["mean"][c] is None:
+            return "n/a"
+        over = f" ({counted[c]} folds)" if counted.get(c, table["k"]) < table["k"] else ""
+        return f"{table['mean'][c]:.4f} ± {table['std'][c]:.4f}{over}"
+
+    rows.append(["mean ± std", ""] + [summary(c) for c in table["columns"]])
+    out += [_table(header, rows), "", f"Standard deviation over the folds with ddof = {table['ddof']}; a fold "
+            "without a class has no sensitivity for it and is left out of that column's mean.", ""]
+    if table.get("figure"):
+        out += [f"![folds]({table['figure']})", ""]
     return out
 
 
@@ -100,7 +113,8 @@ def render(report):
     comparison = report["comparison"]
     if comparison["rows"]:
         out += ["## The paper's figures beside this run's", "",
-                _table(["figure", "paper", "this run"],
-                       [[r["figure"], _number(r["paper"]), _number(r["this run"])] for r in comparison["rows"]]),
+                _table(["figure", "paper", "this run", "from"],
+                       [[r["figure"], _number(r["paper"]), _number(r["this run"]), r["from"] or "no match"]
+                        for r in comparison["rows"]]),
                 "", comparison["caveat"], ""]
     return "\n".join(out)

@@ -11,7 +11,7 @@ and writes ``RUN_DIR/report/``::
 A *section* is one answer on one group of cases: a model's held-out test
 images, its validation images, a patient head's test studies. A slice
 model's file gives two sections: the labelled slices, and the patients
-(the mean of each study's slice probabilities against its class). k-fold
+(the mean of all its slices' probabilities against its class). k-fold
 runs (papers 000 and 003) get a per-fold table with mean and standard
 deviation (ddof 0) and a section pooling every fold's validation cases
 (each patient is in exactly one fold's validation side).
@@ -67,17 +67,17 @@ def sections_of(predictions):
     labelled = y >= 0
     out = [Section(f"{p.answer} {p.part}{fold} (labelled slices)", p.answer, p.part, "slice", p.classes,
                    y[labelled], probs[labelled], patients[labelled], p.fold)]
-    studies = {}
+    patients_of = {}
     for row, prob in zip(p.rows, probs):
-        entry = studies.setdefault(row["key"], [row["patient_id"], row.get("study_label"), []])
-        entry[2].append(prob)
-    if studies and all(label is not None for _, label, _ in studies.values()):
+        entry = patients_of.setdefault(row["patient_id"], [row.get("study_label"), []])
+        entry[1].append(prob)
+    if patients_of and all(label is not None for label, _ in patients_of.values()):
         index = {c: i for i, c in enumerate(p.classes)}
         out.append(Section(
             f"{p.answer} {p.part}{fold} (patients: mean of slice probabilities)", p.answer, p.part, "patient",
-            p.classes, np.array([index[label] for _, label, _ in studies.values()]),
-            np.array([np.mean(slices, axis=0) for _, _, slices in studies.values()]),
-            np.array([pid for pid, _, _ in studies.values()], dtype=object), p.fold))
+            p.classes, np.array([index[label] for label, _ in patients_of.values()]),
+            np.array([np.mean(slices, axis=0) for _, slices in patients_of.values()]),
+            np.array(list(patients_of), dtype=object), p.fold))
     return out
 
 
@@ -127,13 +127,14 @@ def fold_table(sections):
         return values
 
     rows = [{"fold": m["fold"], "n": m["n"], **row(m)} for m in folds]
-    mean, std = {}, {}
+    mean, std, counted = {}, {}, {}
     for column in columns:
         values = np.array([r[column] for r in rows if r[column] is not None], dtype=float)
         mean[column] = float(values.mean()) if values.size else None
         std[column] = float(values.std(ddof=0)) if values.size else None
+        counted[column] = int(values.size)  # a fold without a class has no sensitivity for it
     return {"answer": folds[0]["answer"], "k": len(rows), "columns": columns, "folds": rows, "mean": mean,
-            "std": std, "ddof": 0}
+            "std": std, "ddof": 0, "folds_counted": counted}
 
 
 def binary_family_wise(y_true, predicted, positive, negative, m, ci):
@@ -177,27 +178,33 @@ def paper004_statistics(section, ci="wilson"):
         for name, (positive, negative) in sides.items()}}
 
 
+def _read_json(run_dir, name):
+    path = os.path.join(run_dir, name)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _on_phantoms(run_dir, config, summary, depth=0):
+    """Whether a run trained on the built-in phantoms: no ``--data``, or, for a run built on another, that run's."""
+    source = summary.get("slice_run") or summary.get("patient_run")
+    if "data" not in config and source and depth < 3:  # train.patient_level / train.ensemble: the slice run's data
+        return _on_phantoms(source, _read_json(source, "config.json"), _read_json(source, "summary.json"), depth + 1)
+    return not config.get("data") or str(summary.get("dataset") or "").startswith("synthetic")
+
+
 def run_info(run_dir):
     """What the report says about the run: command, dataset, whether it ran on phantoms, the paper's figures."""
     from covid_keras import recipes
 
-    def read(name):
-        path = os.path.join(run_dir, name)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as f:
-            return json.load(f)
-
-    config, summary = read("config.json"), read("summary.json")
-    recipe_name = (summary.get("recipe") or {}).get("name")
-    reported = {}
-    if recipe_name in recipes.RECIPES:
-        reported = dict(recipes.RECIPES[recipe_name].reported)
-    dataset = summary.get("dataset") or ""
-    phantom = not config.get("data") or dataset.startswith("synthetic")
-    return {"command": summary.get("command"), "recipe": recipe_name, "dataset": dataset or None,
-            "task": config.get("task"),
-            "phantom": bool(phantom), "reported": reported, "finished": bool(summary)}
+    config, summary = _read_json(run_dir, "config.json"), _read_json(run_dir, "summary.json")
+    recipe = summary.get("recipe") or {}
+    recipe_name = recipe.get("recipe") or recipe.get("name")  # Recipe.export_metadata's key
+    reported = dict(recipes.RECIPES[recipe_name].reported) if recipe_name in recipes.RECIPES else {}
+    return {"command": summary.get("command"), "recipe": recipe_name, "dataset": summary.get("dataset") or None,
+            "task": config.get("task"), "phantom": bool(_on_phantoms(run_dir, config, summary)),
+            "reported": reported, "finished": bool(summary)}
 
 
 def build_report(run_dir, *, ci="wilson", n_boot=2000, seed=0, log=None):
@@ -262,13 +269,13 @@ def _pooled(answer, level, fold_sections):
 
 
 def compare_with_paper(info, sections, kfold):
-    """The paper's reported figures beside this run's nearest numbers, with the caveat when they cannot compare."""
+    """The paper's reported figures beside this run's matching numbers, with the caveat when they cannot compare."""
     rows = []
     for name, value in info["reported"].items():
         other_task = (info.get("task") == "transfer_xray" and name.startswith("CT ")) or (
             info.get("task") == "transfer_ct" and name.startswith("X-ray "))
-        rows.append({"figure": name, "paper": value,
-                     "this run": None if other_task else _nearest(name, sections, kfold)})
+        number, where = (None, None) if other_task else _matching(name, sections, kfold)
+        rows.append({"figure": name, "paper": value, "this run": number, "from": where})
     if info["phantom"]:
         caveat = ("This run trained and was evaluated on the built-in synthetic phantoms, not on the paper's data: "
                   "its numbers test the code path and are not comparable with the paper's.")
@@ -278,28 +285,42 @@ def compare_with_paper(info, sections, kfold):
     return {"rows": rows, "caveat": caveat}
 
 
-def _nearest(name, sections, kfold):
-    """This run's number closest in meaning to a reported figure's name, or None."""
+def _matching(name, sections, kfold):
+    """``(number, where)``: this run's number for a reported figure's name, or ``(None, None)`` when none matches.
+
+    A figure matches only a number of the same kind: a k-fold figure the
+    fold table's mean (or std), a validation or test figure a section of
+    that part, a slice or patient figure a section of that level, a
+    figure "4 classes" a four-class section. A figure on another test set
+    (paper 001's SPGC test) matches nothing: this run has no such set.
+    """
     lowered = name.lower()
     metric = "sensitivity" if "sensitivity" in lowered else "specificity" if "specificity" in lowered else "accuracy"
-    if "fold" in lowered and kfold:
+    if "spgc" in lowered:
+        return None, None
+    if "fold" in lowered:
+        if not kfold:
+            return None, None
         table = kfold[0]
         column = "accuracy" if metric == "accuracy" else next(
             (c for c in table["columns"] if c.lower().startswith(("covid-19 ", "covid ")) and c.endswith(metric)), None)
         if column is None:
-            return None
-        return table["std"][column] if "std" in lowered else table["mean"][column]
-    wanted_level = "patient" if "patient" in lowered else "slice" if "slice" in lowered else None
+            return None, None
+        statistic = "std" if "std" in lowered else "mean"
+        return table[statistic][column], f"{table['answer']} {table['k']}-fold {statistic}"
     part = "val" if "validation" in lowered else "test"
-    candidates = [s for s in sections if (wanted_level is None or s["level"] in (wanted_level, "study")) and
-                  s["part"].startswith(part)] or [s for s in sections if s["part"].startswith(part)] or sections
-    if not candidates:
-        return None
+    levels = {"patient", "study", "volume"} if "patient" in lowered else {"slice"} if "slice" in lowered else None
+    found = re.search(r"(\d+) classes", lowered)
+    classes = int(found.group(1)) if found else None
+    candidates = [s for s in sections if s["part"] == part and (levels is None or s["level"] in levels)
+                  and (classes is None or len(s["classes"]) == classes)]
+    if len(candidates) != 1:
+        return None, None  # none, or several answers (heads) that the figure's name does not tell apart
     best = candidates[0]
     if metric == "accuracy":
-        return best["accuracy"]["value"]
+        return best["accuracy"]["value"], best["name"]
     covid = next((c for c in best["classes"] if c in ("COVID-19", "covid")), None)
-    return best["per_class"][covid][metric]["value"] if covid else None
+    return (best["per_class"][covid][metric]["value"], best["name"]) if covid else (None, None)
 
 
 def write_report(run_dir, *, out_dir=None, ci="wilson", n_boot=2000, seed=0, figures=True, log=None):
@@ -319,6 +340,12 @@ def write_report(run_dir, *, out_dir=None, ci="wilson", n_boot=2000, seed=0, fig
         for section, metrics in zip(sections, report["sections"]):
             metrics["figures"] = _section_figures(plots, section, metrics, out_dir)
             paths += [os.path.join(out_dir, f) for f in metrics["figures"].values()]
+        for table in report["kfold"]:
+            table["figure"] = f"folds_{re.sub(r'[^A-Za-z0-9]+', '_', table['answer']).strip('_').lower()}.png"
+            plots.fold_figure([{c: r[c] for c in table["columns"]} for r in table["folds"]],
+                              os.path.join(out_dir, table["figure"]), metrics=table["columns"],
+                              title=f"{table['answer']}: {table['k']}-fold cross-validation")
+            paths.append(os.path.join(out_dir, table["figure"]))
     metrics_path = os.path.join(out_dir, "metrics.json")
     write_json(metrics_path, report)
     markdown_path = os.path.join(out_dir, "report.md")

@@ -127,12 +127,24 @@ def _items(studies, patients, kind):
     return [(feature_set(f, p, kind), label) for _, _, label, f, p in chosen]
 
 
-def _study_rows(studies, probabilities, classes):
-    """One predictions row per study (key, pseudonymous patient id, class, the answer's probabilities)."""
+def _study_rows(studies, probabilities, classes, records=None):
+    """One predictions row per study (key, pseudonymous patient id, class, the answer's probabilities, covariates)."""
     from covid_keras.evaluation.predictions import case_row
 
-    return [case_row(key, pid, classes[int(label)], p, classes)
+    records = records or {}
+    return [case_row(key, pid, classes[int(label)], p, classes, record=records.get(key))
             for (key, pid, label, _, _), p in zip(studies, probabilities)]
+
+
+def _slice_run_records(slice_run):
+    """``{record key: Record}`` of the slice-level run (its ``records.json``), or {} for a run from before it."""
+    from covid_keras.preprocess.cache import record_key
+    from covid_keras.training.runs import read_records
+
+    try:
+        return {record_key(r): r for r in read_records(slice_run)}
+    except errors.ConfigurationError:
+        return {}
 
 
 def _predict_heads(predictors, features, studies, batch_size):
@@ -181,6 +193,7 @@ def train_patient_level(config, log=None):
     run = runner.open_run("patient_level", None, config, log, extra={"slice_run": os.path.abspath(slice_run)})
     classes = source["classes"]
     studies = extract_features(source["model"], source["cache"], run.file("features.npz"), log=log)
+    records = _slice_run_records(slice_run)
 
     paths, reports = {}, {}
     for name, spec in specs.items():
@@ -205,7 +218,8 @@ def train_patient_level(config, log=None):
                 probs = predictor(ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
                 chosen = [s for s in studies if s[1] in set(split[part])]  # _items' order
-                write_predictions(run.file(f"predictions_{name}_{part}.json"), _study_rows(chosen, probs, classes),
+                write_predictions(run.file(f"predictions_{name}_{part}.json"),
+                                  _study_rows(chosen, probs, classes, records),
                                   classes=classes, level="study", answer=name, part=part)
     summary = {"command": "train.patient_level", "recipe": PATIENT_HEADS.export_metadata(config),
                "slice_run": os.path.abspath(slice_run), "classes": classes,
@@ -281,8 +295,9 @@ def train_ensemble(config, log=None):
     predictions = {}
     for part, probs in probabilities.items():
         chosen = [s for s in studies if s[1] in set(split[part])]  # the order parts[part] was built in
-        predictions[part] = write_predictions(run.file(f"predictions_{part}.json"), _study_rows(chosen, probs, classes),
-                                              classes=classes, level="study", answer="ensemble", part=part)
+        rows = _study_rows(chosen, probs, classes, _slice_run_records(source["slice_run"]))
+        predictions[part] = write_predictions(run.file(f"predictions_{part}.json"), rows, classes=classes,
+                                              level="study", answer="ensemble", part=part)
     summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
                "head_order": order, "model": path, "reports": reports, "predictions": predictions}
     if config.export_dir:

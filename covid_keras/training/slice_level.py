@@ -152,6 +152,10 @@ def _run_pseudo_labels(run, model, folder, rows, split, config, log):
     return chosen
 
 
+#: Slices answered per predict call when reporting held-out patients.
+PREDICT_CHUNK = 512
+
+
 def held_out_slices(model, folder, rows, patients, classes, batch_size, records=None):
     """``(report, prediction rows)`` on every slice of ``patients``' studies.
 
@@ -166,19 +170,34 @@ def held_out_slices(model, folder, rows, patients, classes, batch_size, records=
     from covid_keras.preprocess.cache import record_key
 
     labelled = pipelines.select_slices(rows, patients, classes)
-    keys = {r.key for r in rows if r.patient_id in set(patients)}
+    patients = set(patients)
+    keys = {r.key for r in rows if r.patient_id in patients}
     by_key = {record_key(r): r for r in records or ()}
-    out, y_true, probs = [], [], []
+    out, y_true, probs, pending = [], [], [], []
+
+    def flush():
+        # Studies are answered in chunks of slices, not one predict call each: COVIDx-CT's
+        # records are single slices, and a call per slice would cost more than the model.
+        x = np.concatenate([slices for *_, slices in pending])
+        answers = iter(model.predict(np.repeat(x[..., None], 3, axis=-1).astype(np.float32), batch_size=batch_size,
+                                     verbose=0))
+        for key, pid, label, indices, _ in pending:
+            for index in indices:
+                p = next(answers)
+                target = labelled.get(f"{key}#{index}")
+                out.append(case_row(key, pid, None if target is None else classes[target], p, classes,
+                                    slice_index=index, study_label=classes[label], record=by_key.get(key)))
+                if target is not None:
+                    y_true.append(target)
+                    probs.append(p)
+        pending.clear()
+
     for key, pid, label, slices, _, indices in pipelines.study_slices(folder, keys):
-        answers = model.predict(np.repeat(slices[..., None], 3, axis=-1).astype(np.float32), batch_size=batch_size,
-                                verbose=0)
-        for index, p in zip(indices, answers):
-            target = labelled.get(f"{key}#{index}")
-            out.append(case_row(key, pid, None if target is None else classes[target], p, classes,
-                                slice_index=index, study_label=classes[label], record=by_key.get(key)))
-            if target is not None:
-                y_true.append(target)
-                probs.append(p)
+        pending.append((key, pid, label, indices, slices))
+        if sum(len(entry[-1]) for entry in pending) >= PREDICT_CHUNK:
+            flush()
+    if pending:
+        flush()
     report = classification_report(np.asarray(y_true, int), np.asarray(probs).reshape(-1, len(classes)), classes)
     return report, out
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
+from covid_keras.evaluation.predictions import covariates as record_covariates
 from covid_keras.recipes import RESNET50_3D, config_class
 from covid_keras.training import crossval, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
@@ -81,14 +82,15 @@ def describe_counts(counts, classes):
     return line
 
 
-def evaluate_volumes(model, folder, rows, selection, classes, batch_size):
+def evaluate_volumes(model, folder, rows, selection, classes, batch_size, covariates=None):
     """The report of ``model`` on the selected volumes, and one prediction row per volume.
 
     Returns:
         ``(report, predictions)``: :func:`covid_keras.evaluation.classification_report`
         with Table 4's ``covid_sensitivity`` / ``covid_specificity``
         beside it, and one :func:`covid_keras.evaluation.predictions.case_row`
-        per volume (pseudonymous ids only).
+        per volume (pseudonymous ids only; ``covariates``, ``{study key:
+        {age, sex, ...}}``, adds each study's).
     """
     from covid_keras.evaluation.predictions import case_row
     from covid_keras.preprocess.lung_volume import dequantize
@@ -113,6 +115,9 @@ def evaluate_volumes(model, folder, rows, selection, classes, batch_size):
     report["covid_sensitivity"] = report["sensitivity"].get(COVID)
     report["covid_specificity"] = report["specificity"].get(COVID)
     predictions = [case_row(k, by_key[k].patient_id, by_key[k].label, row, classes) for k, row in zip(keys, probs)]
+    for row in predictions:
+        if (covariates or {}).get(row["key"]):
+            row["covariates"] = covariates[row["key"]]
     return report, predictions
 
 
@@ -179,7 +184,7 @@ def check_mixed_precision(config):
         )
 
 
-def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, log=print):
+def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, log=print, covariates=None):
     """Trains one fold (or the final model, with no ``val_patients``) in ``fold_run``; returns its report.
 
     The report holds the metrics only (what ``crossval.json`` averages);
@@ -210,20 +215,21 @@ def train_one_fold(config, folder, fold_run, train_patients, val_patients, fold,
         return {"patients": len(set(train_patients)), "volumes": len(train_sel)}
     from covid_keras.evaluation.predictions import write_predictions
 
-    report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size)
+    report, predictions = evaluate_volumes(model, folder, rows, val_sel, classes, config.batch_size, covariates)
     write_predictions(fold_run.file("predictions_val.json"), predictions, classes=classes, level="volume",
                       answer=RESNET50_3D.name, part="val", fold=fold)
     return report
 
 
-def _fold_process(settings, folder, fold_run, train_patients, val_patients, fold, seed):
+def _fold_process(settings, folder, fold_run, train_patients, val_patients, fold, seed, covariates=None):
     """:func:`train_one_fold` in a process of its own (spawned by :func:`train_volume3d`)."""
     import sys
 
     sys.stdout = sys.stderr  # Keras' progress joins the log; the parent's stdout holds the JSON only
     config = Volume3DConfig(**settings)
     seed_everything(seed)
-    return train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, printer(config.quiet))
+    return train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, printer(config.quiet),
+                          covariates)
 
 
 def float32_copy(model, config):
@@ -270,6 +276,7 @@ def train_volume3d(config, log=None):
         log(f"{len(recs) - len(kept)} of {len(recs)} studies were skipped by the preprocessing; "
             f"{len(kept)} take part")
     check_folds(kept, config.folds, skipped=len(recs) - len(kept))
+    covariates = {record_key(r): found for r in kept if (found := record_covariates(r))}
 
     def train_fold(fold_run, train_recs, val_recs, fold):
         # In a fresh process: Keras 3.15 / TensorFlow 2.21 keep about 0.45 GB per fitted 3-D
@@ -281,7 +288,7 @@ def train_volume3d(config, log=None):
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             return pool.submit(_fold_process, dataclasses.asdict(config), folder, fold_run, train_patients,
-                               val_patients, fold, seed).result()
+                               val_patients, fold, seed, covariates).result()
 
     try:
         summary = crossval.cross_validate(run, kept, k=config.folds, seed=config.seed, train_fold=train_fold,

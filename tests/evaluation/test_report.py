@@ -55,7 +55,7 @@ def _arrays(rows, classes):
 @pytest.fixture
 def xray_run(tmp_path):
     rng = np.random.default_rng(7)
-    run = _run(tmp_path, summary={"command": "train.xray_cnn", "recipe": {"name": "xray_cnn"},
+    run = _run(tmp_path, summary={"command": "train.xray_cnn", "recipe": {"recipe": "xray_cnn"},
                                   "dataset": "synthetic-xray"})
     rows = _image_rows(rng, 120, XRAY4, patients_per_case=2)
     write_predictions(run / "predictions_test.json", rows, classes=XRAY4, level="image", answer="xray_cnn two-step",
@@ -157,7 +157,7 @@ def test_slice_predictions_give_a_patient_section_of_mean_probabilities(tmp_path
 
 def test_kfold_table_is_mean_and_population_std_of_the_folds(tmp_path):
     rng = np.random.default_rng(5)
-    run = _run(tmp_path, summary={"command": "train.volume3d", "recipe": {"name": "resnet50_3d"},
+    run = _run(tmp_path, summary={"command": "train.volume3d", "recipe": {"recipe": "resnet50_3d"},
                                   "dataset": "synthetic-ct"})
     accuracies, pooled = [], 0
     for fold in (1, 2, 3, 4):
@@ -238,3 +238,70 @@ def test_command_line_prints_one_json_line_and_explains_errors(xray_run, capsys)
 
     assert cli.run(command.main, [str(run / "nope")]) == cli.EXIT_BAD_INPUT
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_patient_with_several_slice_records_is_one_patient(tmp_path):
+    """COVIDx-CT keeps one record per slice PNG: the patient section groups by patient id, not by record key."""
+    rng = np.random.default_rng(11)
+    run = _run(tmp_path)
+    rows = []
+    for patient, label in enumerate(["Normal", "CAP", "COVID-19", "Normal"]):
+        for z in range(10):
+            rows.append(case_row(f"png{patient}-{z}", f"pat{patient}", label,
+                                 _probabilities(rng, CT3.index(label), 3), CT3, slice_index=-1, study_label=label))
+    write_predictions(run / "predictions_test.json", rows, classes=CT3, level="slice", answer="multiscale_resnet50",
+                      part="test")
+    report, sections = report_module.build_report(run, n_boot=20)
+    assert [s["n"] for s in report["sections"]] == [40, 4]
+    expected = [np.mean([[r["probabilities"][c] for c in CT3] for r in rows[10 * i:10 * i + 10]], axis=0)
+                for i in range(4)]
+    np.testing.assert_allclose(sections[1].probabilities, expected)
+
+
+def test_a_paper_figure_is_matched_only_by_a_number_of_its_kind(tmp_path):
+    """No fallback: a 3-class step-1 run has no number for Fig. 5's 4-class accuracy, no run has SPGC's."""
+    rng = np.random.default_rng(2)
+    run = _run(tmp_path, summary={"command": "train.xray_cnn", "recipe": {"recipe": "xray_cnn"},
+                                  "dataset": "synthetic-xray"})
+    step1 = ["normal", "bacterial", "viral"]
+    write_predictions(run / "predictions_test.json", _image_rows(rng, 20, step1), classes=step1, level="image",
+                      answer="xraycnn_step1", part="test")
+    (row,) = report_module.build_report(run, n_boot=20)[0]["comparison"]["rows"]
+    assert row["this run"] is None and row["from"] is None
+    sections = [{"name": "x", "part": "test", "level": "patient", "classes": CT3,
+                 "accuracy": {"value": 0.5}, "per_class": {}}]
+    assert report_module._matching("patient accuracy (SPGC test)", sections, []) == (None, None)
+    assert report_module._matching("patient accuracy (validation)", sections, []) == (None, None)
+    assert report_module._matching("accuracy", sections * 2, []) == (None, None)  # two answers: which one?
+
+
+def test_patient_and_ensemble_runs_take_the_slice_runs_data(tmp_path):
+    """train.patient_level / train.ensemble configs have no --data: the slice run's tells phantom from real."""
+    slice_run = _run(tmp_path / "slice", data="/data/covid-ct-md", summary={"dataset": "covid-ct-md"})
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    (patient / "config.json").write_text(json.dumps({"epochs": 3}))
+    (patient / "summary.json").write_text(json.dumps({"command": "train.patient_level", "slice_run": str(slice_run)}))
+    assert report_module.run_info(str(patient))["phantom"] is False
+    (slice_run / "config.json").write_text(json.dumps({"data": None}))
+    assert report_module.run_info(str(patient))["phantom"] is True
+
+
+def test_a_fold_without_a_class_is_counted_out_of_its_mean(tmp_path):
+    rng = np.random.default_rng(4)
+    run = _run(tmp_path)
+    for fold, classes_present in ((1, CT3), (2, ["Normal", "COVID-19"])):
+        rows = []
+        for i in range(12):
+            label = classes_present[i % len(classes_present)]
+            rows.append(case_row(f"f{fold}-{i}", f"f{fold}-p{i}", label, _probabilities(rng, CT3.index(label), 3),
+                                 CT3))
+        (run / "folds" / f"fold_{fold}").mkdir(parents=True)
+        write_predictions(run / "folds" / f"fold_{fold}" / "predictions_val.json", rows, classes=CT3, level="volume",
+                          answer="resnet50_3d", part="val", fold=fold)
+    (table,) = report_module.build_report(run, n_boot=20)[0]["kfold"]
+    assert table["folds_counted"]["CAP sensitivity"] == 1 and table["folds_counted"]["accuracy"] == 2
+    assert table["mean"]["CAP sensitivity"] == table["folds"][0]["CAP sensitivity"]
+    text = report_module.write_report(run, n_boot=20)["markdown"]
+    assert "(1 folds)" in open(text).read()
+

@@ -356,38 +356,5 @@ def test_help_explains_every_flag(capsys):
     for flag in ("RUN_DIR", "--perplexity", "--seed", "--parts", "--debug", "tsne_1024.png", "tsne.json"):
         assert flag in text
 
-
-# --------------------------------------------------------------------------
-# A real tiny chain
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_command_on_a_phantom_patient_level_run(tmp_path, monkeypatch):
-    from covid_keras.training.patient_level import (
-        PatientLevelConfig,
-        train_patient_level,
-    )
-    from covid_keras.training.slice_level import (
-        PHANTOM_PRESET,
-        SliceLevelConfig,
-        train_slice_level,
-    )
-    from evaluate import tsne as command
-
-    monkeypatch.setenv("COVID_KERAS_CACHE", str(tmp_path / "cache"))
-    tiny = {**PHANTOM_PRESET, "image_size": 32, "batch_size": 8, "phantom_patients_per_class": 5,
-            "phantom_size": 64, "interpolate": 2, "pretrain_epochs": 1, "last_layers_epochs": 1,
-            "finetune_epochs": 1, "pseudo_epochs": 1, "verbose": 0, "quiet": True}
-    slice_run = str(tmp_path / "runs" / "slice_level" / "a")
-    train_slice_level(SliceLevelConfig(**tiny, runs_root=str(tmp_path / "runs"), export_dir=None, run_dir=slice_run))
-    heads = train_patient_level(PatientLevelConfig(slice_run=slice_run, heads=("maxpool",), epochs=1,
-                                                   runs_root=str(tmp_path / "runs"), verbose=0, quiet=True))
-    run = os.path.dirname(heads["features"])
-    assert cli.run(command.main, [run, "--parts", "all"]) == 0
-    with open(os.path.join(run, "report", "tsne.json")) as f:
-        saved = json.load(f)
-    assert saved["studies"] == 15 and set(saved["features"]) == {"1024", "3072"}
-    with open(os.path.join(slice_run, "split.json")) as f:
-        split = json.load(f)
-    assert {r["patient_id"] for r in saved["rows"]} == {p for part in split.values() for p in part}
+# A real phantom chain's patient-level run: tests/training/test_paper001_chain.py
+# (test_evaluate_tsne_on_the_patient_level_run runs this command on it).

@@ -342,3 +342,19 @@ def test_a_data_b_without_one_of_its_four_classes_is_refused():
     with pytest.raises(errors.ConfigurationError, match="Data-B holds no covid images; phase 2 needs all of"):
         detl._check_data_b(records, classes)
     detl._check_data_b(records + [Record("p9", "covid", ("c.png",), "x")], classes)  # all four: no error
+
+
+@pytest.mark.slow
+def test_evaluate_report_on_the_run(chain):
+    """The folds' table is crossval.json's; phase 1's validation is its own section when it lives in the run."""
+    from report_checks import check_report
+
+    run = chain.summary["run"]
+    metrics = check_report(run)
+    (table,) = metrics["kfold"]
+    crossval = _json(os.path.join(run, "crossval.json"))
+    assert table["k"] == crossval["k"] == 2
+    assert table["mean"]["accuracy"] == pytest.approx(crossval["mean"]["accuracy"], abs=1e-4)
+    assert table["std"]["accuracy"] == pytest.approx(crossval["std"]["accuracy"], abs=1e-4)
+    pooled = metrics["sections"][-1]
+    assert pooled["part"] == "val (pooled folds)" and pooled["n"] == sum(f["n"] for f in table["folds"])

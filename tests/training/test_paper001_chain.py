@@ -258,3 +258,40 @@ def test_exported_patient_pipeline_gives_the_trained_ensembles_answers(chain):
         assert label == wanted[key]["label"]
         seen.add(key)
     assert seen == set(wanted)
+
+
+@pytest.mark.slow
+def test_evaluate_report_on_the_three_runs(chain):
+    """Slice run: labelled slices and patients (mean of every slice); heads and ensemble: one section per part."""
+    from report_checks import check_report
+
+    root, first, _, heads, ensemble = chain
+    slices = check_report(root / "runs" / "slice_level" / "a")
+    assert [s["level"] for s in slices["sections"]] == ["slice", "patient", "slice", "patient"]
+    assert slices["sections"][0]["accuracy"]["value"] == pytest.approx(first["slice_report"]["test"]["accuracy"],
+                                                                       abs=5e-5)
+    assert [s["n"] for s in slices["sections"] if s["level"] == "patient"] == [3, 3]  # 3 test, 3 val patients
+    patient_run = os.path.dirname(heads["features"])
+    sections = check_report(patient_run)["sections"]
+    assert sorted((s["answer"], s["part"]) for s in sections) == sorted(
+        (name, part) for name in heads["head_order"] for part in ("test", "val"))
+    for s in sections:
+        assert s["accuracy"]["value"] == pytest.approx(heads["reports"][s["answer"]][s["part"]]["accuracy"], abs=5e-5)
+    sections = check_report(os.path.dirname(ensemble["model"]))["sections"]
+    assert [(s["answer"], s["part"], s["n"]) for s in sections] == [("ensemble", "test", 3), ("ensemble", "val", 3)]
+
+
+@pytest.mark.slow
+def test_evaluate_tsne_on_the_patient_level_run(chain):
+    """evaluate.tsne on the real patient-level run: every study of the split, both feature sets."""
+    from covid_keras import cli
+    from evaluate import tsne as command
+
+    _, _, _, heads, _ = chain
+    run = os.path.dirname(heads["features"])
+    assert cli.run(command.main, [run, "--parts", "all"]) == 0
+    with open(os.path.join(run, "report", "tsne.json")) as f:
+        saved = json.load(f)
+    assert saved["studies"] == 15 and set(saved["features"]) == {"1024", "3072"}
+    assert {r["patient_id"] for r in saved["rows"]} == {p for part in TINY_SPLIT.values() for p in part}
+

@@ -208,3 +208,15 @@ def test_a_ct_task_with_an_x_ray_dataset_is_one_sentence(basetemp, tmp_path):
     one_error_line(proc, "--task transfer_ct does not go with --dataset chest-xray-pneumonia",
                    "--dataset sars-cov2-ct")
     assert not (tmp_path / "runs").exists()  # refused before any run folder
+
+
+@pytest.mark.slow
+def test_evaluate_report_on_the_run(chain):
+    """Test and validation sections; the paper's X-ray figure is matched, its CT figure is another task's."""
+    from report_checks import check_report
+
+    metrics = check_report(chain["run"])
+    assert [s["name"] for s in metrics["sections"]] == ["densenet test (image)", "densenet val (image)"]
+    rows = {r["figure"]: r for r in metrics["comparison"]["rows"]}
+    assert rows["X-ray accuracy"]["this run"] == metrics["sections"][0]["accuracy"]["value"]
+    assert rows["CT accuracy"]["this run"] is None

@@ -183,6 +183,13 @@ def test_the_chain_cross_validates_exports_and_predicts(dataset_root, tmp_path):
     # The mean and std are over the metrics only, not the folds' bookkeeping.
     assert not [m for m in crossval["mean"] if m.startswith(("volumes", "stages"))]
 
+    # evaluate.report: Table 4 from the folds' predictions equals the run's own.
+    from report_checks import check_report
+
+    (table,) = check_report(run)["kfold"]
+    assert table["k"] == 2 and table["mean"]["accuracy"] == pytest.approx(view["mean"]["accuracy"], abs=1e-4)
+    assert table["mean"]["COVID-19 sensitivity"] == pytest.approx(view["mean"]["sensitivity/COVID-19"], abs=1e-4)
+
     # The export is the final model; predict on a study = the final model on its cached volume.
     exported = summary["exported"]
     meta = serving.load_metadata(exported)

@@ -342,3 +342,19 @@ def test_predict_refuses_a_text_file_named_png(chain, basetemp, tmp_path):
     fake.write_text("not an image\n")
     proc = module(basetemp, "covid_keras.predict", str(fake), "--model", chain["exported"])
     one_error_line(proc, str(fake), "PNG")
+
+
+@pytest.mark.slow
+def test_evaluate_report_on_the_run(chain):
+    """The report has the two-step answer and each step, with paper 004's family-wise PPV / NPV and Fig. 5's 0.91."""
+    from report_checks import check_report
+
+    metrics = check_report(chain["run"])
+    names = [s["name"] for s in metrics["sections"]]
+    assert names == ["xray_cnn two-step test (image)", "xraycnn_step1 test (image)", "xraycnn_step1 val (image)",
+                     "xraycnn_step2 test (image)", "xraycnn_step2 val (image)"]
+    combined = metrics["sections"][0]
+    assert combined["paper004"]["family"] == 4 and combined["accuracy"]["value"] == pytest.approx(
+        chain["summary"]["combined_report"]["accuracy"], abs=5e-5)
+    assert metrics["comparison"]["rows"] == [{"figure": "accuracy (Fig. 5, 4 classes)", "paper": 0.91,
+                                              "this run": combined["accuracy"]["value"], "from": combined["name"]}]
