@@ -45,7 +45,7 @@ def parse_args(argv=None):
                              "alone is accepted); default: built from the covariates present")
     parser.add_argument("--answer", default=None,
                         help="fit only this answer's predictions (a model or head name of the run, e.g. "
-                             "step1); default: every answer of the part, one fit each")
+                             "xraycnn_step1, 'xray_cnn two-step'); default: every answer of the part, one fit each")
     cli.add_common_arguments(parser)
     return parser.parse_args(argv)
 

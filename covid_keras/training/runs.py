@@ -123,9 +123,12 @@ def write_records(run, records):
 
     The evaluation commands (``evaluate.audit``, ``evaluate.demographics``,
     ``evaluate.gradcam``) read the run's data back from it, whatever command
-    and dataset adapter made the records. Nothing identifying is written:
-    the patient ids are the pseudonymous ones the split uses; ``extra``
-    keeps only JSON-ready values.
+    and dataset adapter made the records. The patient ids are the
+    pseudonymous ones the split uses; the paths are the input files as the
+    adapter found them (so a folder named after a patient keeps its name
+    here, as in the dataset: the run folder belongs with the data, and the
+    reports name cases by key and id only); ``extra`` keeps only JSON-ready
+    values.
     """
     from covid_keras.preprocess.cache import record_key
 
