@@ -8,7 +8,8 @@
 :func:`covid_keras.data.read_ct_series`) and reports
 
 * leakage (:mod:`covid_keras.evaluation.leakage`): patients on both sides
-  of a boundary, identical files or pixels, near-duplicate images;
+  of a boundary, identical files or pixels, near-duplicate images
+  (perceptual-hash candidates confirmed on thumbnails);
 * shortcut probes (:mod:`covid_keras.evaluation.shortcuts`): whether the
   class can be read from the image border outside the body, or from the
   non-identifying DICOM metadata.
@@ -33,11 +34,16 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import leakage, shortcuts
-from covid_keras.evaluation.leakage import PHASH_SIZE, PHASH_THRESHOLD, Fingerprint
+from covid_keras.evaluation.leakage import (
+    MAX_DIFFERENCE,
+    PHASH_SIZE,
+    PHASH_THRESHOLD,
+    Fingerprint,
+)
 from covid_keras.evaluation.shortcuts import ALPHA, MIN_GAIN, PERMUTATIONS
 
 FORMAT = "covid_keras.audit"
-VERSION = 1
+VERSION = 2
 #: Datasets whose picture files are CT slices (their border is what lies outside the body), not radiographs.
 CT_IMAGE_DATASETS = frozenset({"sars-cov2-ct", "covidx-ct"})
 #: The window (HU) CT slices are shown in before they are hashed: the lung window (width 1500, level -600).
@@ -79,6 +85,7 @@ class _ImageScan(typing.NamedTuple):
     file_hashes: set
     pixel_hashes: set
     phash: np.ndarray  # bool [k, bits]
+    thumbnails: np.ndarray  # float32 [k, d]
     border: dict
     metadata: dict | None
 
@@ -90,18 +97,36 @@ def _window01(hu):
     return to_uint8(hu, normalization="window", window=HASH_WINDOW).astype(np.float32) / 255.0
 
 
+def series_grey(hu):
+    """A CT series' representative slices as the near-duplicate check sees them.
+
+    Args:
+        hu: float [z, y, x] in HU.
+
+    Returns:
+        ``(chosen, grey)``: the HU slices at
+        :data:`covid_keras.evaluation.shortcuts.CT_SLICE_FRACTIONS` of the
+        series' height, and each in the lung window (:data:`HASH_WINDOW`)
+        as grey in [0, 1], for :func:`covid_keras.evaluation.leakage.perceptual_hash`
+        and :func:`covid_keras.evaluation.leakage.thumbnail`.
+    """
+    chosen = np.asarray(hu)[shortcuts.representative_indices(np.shape(hu)[0])]
+    return chosen, [_window01(s) for s in chosen]
+
+
 def _scan_series(folder, hash_size):
     """The :class:`_ImageScan` of a CT series folder (hashed and probed on its representative slices)."""
     from covid_keras.data import read_ct_series
 
     ct = read_ct_series(folder)
-    chosen = ct.hu[shortcuts.representative_indices(ct.hu.shape[0])]
-    phash = np.stack([leakage.perceptual_hash(_window01(s), hash_size) for s in chosen])
+    chosen, grey = series_grey(ct.hu)
+    phash = np.stack([leakage.perceptual_hash(g, hash_size) for g in grey])
+    thumbnails = np.stack([leakage.thumbnail(g) for g in grey])
     pixels = {leakage.pixel_hash(s) for s in ct.hu} - {None}
     meta = {**ct.meta, "pixel_spacing_row": ct.spacing[1], "pixel_spacing_col": ct.spacing[2],
             "Rows": ct.hu.shape[1], "Columns": ct.hu.shape[2]}
-    return _ImageScan("ct-series", leakage.file_hashes(folder), pixels, phash, shortcuts.ct_outside_body(chosen),
-                      shortcuts.metadata_features(meta))
+    return _ImageScan("ct-series", leakage.file_hashes(folder), pixels, phash, thumbnails,
+                      shortcuts.ct_outside_body(chosen), shortcuts.metadata_features(meta))
 
 
 def _dicom_header(path):
@@ -143,7 +168,7 @@ def _scan_file(path, dataset, hash_size):
     kind = "ct-image" if is_ct or dataset in CT_IMAGE_DATASETS else "radiograph"
     border = shortcuts.ct_image_outside_body(image) if kind == "ct-image" else shortcuts.radiograph_border(image)
     return _ImageScan(kind, leakage.file_hashes(path), {pixels} - {None},
-                      leakage.perceptual_hash(image, hash_size)[None], border, meta)
+                      leakage.perceptual_hash(image, hash_size)[None], leakage.thumbnail(image)[None], border, meta)
 
 
 def scan_record(record, hash_size=PHASH_SIZE):
@@ -177,7 +202,7 @@ def scan_record(record, hash_size=PHASH_SIZE):
     fingerprint = Fingerprint(key=record_key(record), patient_id=record.patient_id,
                               file_hashes=set().union(*(p.file_hashes for p in parts)),
                               pixel_hashes=set().union(*(p.pixel_hashes for p in parts)),
-                              phashes=[p.phash for p in parts])
+                              phashes=[p.phash for p in parts], thumbnails=[p.thumbnails for p in parts])
     return RecordScan(fingerprint, record.label, parts[0].kind, shortcuts.mean_features([p.border for p in parts]),
                       metadata)
 
@@ -218,17 +243,26 @@ def _progress(records, progress):
 # --------------------------------------------------------------------------
 
 
-def _check_args(phash_threshold, phash_size, permutations, alpha, min_gain):
+def _check_args(phash_threshold, phash_size, max_difference, permutations, alpha, min_gain):
+    """ConfigurationError for settings out of range; returns the hash threshold (None: a quarter of the bits)."""
     shortcuts.check_probe_args(permutations, alpha, min_gain)
+    if isinstance(max_difference, bool) or not isinstance(max_difference, (int, float)) \
+            or not 0 <= max_difference < 255:
+        raise errors.ConfigurationError(
+            f"`max_difference` must be a number of grey levels in [0, 255). Received: {max_difference}"
+        )
     if isinstance(phash_size, bool) or int(phash_size) != phash_size or phash_size < 2:
         raise errors.ConfigurationError(f"`phash_size` must be an integer of at least 2. Received: {phash_size}")
     bits = int(phash_size) ** 2
-    if isinstance(phash_threshold, bool) or int(phash_threshold) != phash_threshold \
-            or not 0 <= phash_threshold < bits:
+    if phash_threshold is None:
+        return bits * PHASH_THRESHOLD // PHASH_SIZE**2
+    if isinstance(phash_threshold, bool) or not isinstance(phash_threshold, (int, float)) \
+            or int(phash_threshold) != phash_threshold or not 0 <= phash_threshold < bits:
         raise errors.ConfigurationError(
             f"`phash_threshold` must be an integer in [0, {bits}) for a {bits}-bit hash. "
             f"Received: {phash_threshold}"
         )
+    return int(phash_threshold)
 
 
 def _assigned(records, partitions, run_dir):
@@ -282,7 +316,8 @@ def _warnings(report):
     for entry in findings["near_duplicates"]:
         out.append(f"{entry['partition']} {entry['boundary']}: {entry['count']} pair(s) of near-duplicate images "
                    f"of different patients on both sides (perceptual hash distance <= "
-                   f"{report['settings']['phash_threshold']}).")
+                   f"{report['settings']['phash_threshold']} bits and thumbnail difference <= "
+                   f"{report['settings']['max_difference']:g} grey levels).")
     kinds = report["records"]["kinds"]
     border = [text for kind, text in (("radiograph", "the films' outer frame"),
                                       ("ct-image", "what lies outside the body"),
@@ -290,26 +325,32 @@ def _warnings(report):
     what = {"border": " and ".join(dict.fromkeys(border)) or "the image border", "metadata": "the DICOM metadata"}
     for name, probe in report["shortcuts"].items():
         if probe.get("warning"):
-            out.append(f"the class is readable from {what[name]}: accuracy {probe['accuracy']:.2f} against chance "
-                       f"{probe['chance']:.2f}, permutation p = {probe['p_value']:.3g} (strongest features: "
+            out.append(f"the class is readable from {what[name]}: balanced accuracy {probe['balanced_accuracy']:.2f} "
+                       f"against chance {probe['chance']:.2f}, permutation p = {probe['p_value']:.3g} "
+                       "(strongest features: "
                        f"{', '.join(probe['top_features'])}); a model may learn it instead of the lungs.")
     if report["records"]["unreadable"]:
         out.append(f"{len(report['records']['unreadable'])} record(s) could not be read and were not audited.")
     return out
 
 
-def audit_run(run_dir, *, phash_threshold=PHASH_THRESHOLD, phash_size=PHASH_SIZE, permutations=PERMUTATIONS,
-              alpha=ALPHA, min_gain=MIN_GAIN, seed=0, progress=False):
+def audit_run(run_dir, *, phash_threshold=None, phash_size=PHASH_SIZE, max_difference=MAX_DIFFERENCE,
+              permutations=PERMUTATIONS, alpha=ALPHA, min_gain=MIN_GAIN, seed=0, progress=False):
     """Audits a run's split for leakage and its data for shortcuts.
 
     Args:
         run_dir: the training run's folder (``records.json`` and
             ``split.json`` and / or ``folds.json``).
-        phash_threshold: largest perceptual-hash Hamming distance of a near duplicate.
+        phash_threshold: largest perceptual-hash Hamming distance of a
+            near-duplicate candidate; None: a quarter of the bits
+            (:data:`covid_keras.evaluation.leakage.PHASH_THRESHOLD` of 256).
         phash_size: the perceptual hash's side (``phash_size ** 2`` bits).
+        max_difference: largest thumbnail difference (grey levels,
+            :func:`covid_keras.evaluation.leakage.thumbnail_difference`) that
+            confirms a candidate as a near duplicate.
         permutations: permutations of each probe's permutation test.
         alpha: the probes' significance level.
-        min_gain: accuracy above chance a probe also needs for a warning.
+        min_gain: balanced accuracy above chance (1 / K) a probe also needs for a warning.
         seed: seeds the probes' folds and permutations.
         progress: show a progress bar (stderr) while reading.
 
@@ -329,7 +370,7 @@ def audit_run(run_dir, *, phash_threshold=PHASH_THRESHOLD, phash_size=PHASH_SIZE
     """
     from covid_keras.training.runs import read_records
 
-    _check_args(phash_threshold, phash_size, permutations, alpha, min_gain)
+    phash_threshold = _check_args(phash_threshold, phash_size, max_difference, permutations, alpha, min_gain)
     run_dir = os.fspath(run_dir)
     partitions = leakage.read_partitions(run_dir)
     records = read_records(run_dir)
@@ -339,15 +380,17 @@ def audit_run(run_dir, *, phash_threshold=PHASH_THRESHOLD, phash_size=PHASH_SIZE
     found = {"patients_on_both_sides": [], "identical": [], "near_duplicates": []}
     for partition in partitions:
         found["patients_on_both_sides"] += leakage.shared_patients(partition)
-        matches = leakage.cross_matches(partition, fingerprints, phash_threshold)
+        matches = leakage.cross_matches(partition, fingerprints, phash_threshold, max_difference)
         found["identical"] += matches["identical"]
         found["near_duplicates"] += matches["near_duplicates"]
     report = {
         "format": FORMAT, "version": VERSION,
         "settings": {"phash_size": int(phash_size), "phash_bits": int(phash_size) ** 2,
-                     "phash_threshold": int(phash_threshold), "permutations": int(permutations), "alpha": alpha,
+                     "phash_threshold": int(phash_threshold), "thumbnail_size": leakage.THUMBNAIL_SIZE,
+                     "max_difference": float(max_difference), "permutations": int(permutations), "alpha": alpha,
                      "min_gain": min_gain, "seed": seed,
-                     "rule": "a probe warns when p_value < alpha and accuracy >= chance + min_gain"},
+                     "rule": "a probe warns when p_value < alpha and balanced_accuracy >= chance + min_gain "
+                             "(chance = 1 / number of classes)"},
         "records": {"total": len(records), "audited": len(scans), "not_in_split": len(records) - len(audited),
                     "unreadable": unreadable, "kinds": sorted({s.kind for s in scans})},
         "partitions": [{"name": p.name, "sides": {s: len(v) for s, v in p.sides.items()}} for p in partitions],
@@ -371,7 +414,7 @@ def _count(entries):
 def summary(report, paths=None):
     """The one-line JSON summary of a report (what ``python -m evaluate.audit`` prints)."""
     found = report["leakage"]
-    probe = {name: {k: p.get(k) for k in ("status", "accuracy", "chance", "p_value", "warning") if k in p}
+    probe = {name: {k: p.get(k) for k in ("status", "balanced_accuracy", "chance", "p_value", "warning") if k in p}
              for name, p in report["shortcuts"].items()}
     out = {"warnings": len(report["warnings"]), "records": report["records"]["audited"],
            "patients_on_both_sides": _count(found["patients_on_both_sides"]),
@@ -406,7 +449,8 @@ def _markdown_leakage(report):
         for entry in found[kind]:
             a, b = entry["boundary"].split("/")
             pairs = [f"{pair[a]['key']} ~ {pair[b]['key']}"
-                     + (f" ({pair['by']})" if "by" in pair else f" (distance {pair['distance']})")
+                     + (f" ({pair['by']})" if "by" in pair else
+                        f" (distance {pair['distance']}, difference {pair['difference']:g})")
                      for pair in entry["pairs"][:MD_LISTED]]
             more = " ..." if entry["count"] > MD_LISTED else ""
             lines.append(f"- {entry['partition']} {entry['boundary']}, {title} ({a} ~ {b}): {'; '.join(pairs)}{more}")
@@ -415,20 +459,22 @@ def _markdown_leakage(report):
 
 def _markdown_probes(report):
     lines = ["## Shortcut probes", "",
-             ("A scaled logistic regression fitted on features that should carry no diagnosis, scored by "
-              "patient-grouped cross-validation and tested against chance by permuting the patients' labels. "
+             ("A scaled, class-weighted logistic regression fitted on features that should carry no diagnosis, "
+              "scored by its balanced accuracy (the mean recall of the classes) in patient-grouped "
+              "cross-validation and tested against chance by permuting the patients' labels. "
               f"Rule: {report['settings']['rule']}."), "",
-             "| probe | status | records | features | accuracy | chance | permutation mean | p | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             ("| probe | status | records | features | balanced accuracy | chance | majority share | "
+              "permutation mean | p | verdict |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for name, p in report["shortcuts"].items():
         if p["status"] != "ok":
-            lines.append(f"| {name} | skipped | {p.get('records', '-')} | - | - | - | - | - | {p['reason']} |")
+            lines.append(f"| {name} | skipped | {p.get('records', '-')} | - | - | - | - | - | - | {p['reason']} |")
             continue
         verdict = "**WARNING: class readable**" if p["warning"] else "not readable"
-        lines.append(f"| {name} | ok | {p['records']} | {p['features']} | {_number(p['accuracy'])} | "
-                     f"{_number(p['chance'])} | {_number(p['permutation_mean'])} | {_number(p['p_value'])} | "
-                     f"{verdict} |")
+        lines.append(f"| {name} | ok | {p['records']} | {p['features']} | {_number(p['balanced_accuracy'])} | "
+                     f"{_number(p['chance'])} | {_number(p['majority_share'])} | {_number(p['permutation_mean'])} | "
+                     f"{_number(p['p_value'])} | {verdict} |")
         notes.append(f"- {name}: {p['folds']} folds, {p['permutations']} permutations of the {p['permuted']}' "
                      f"labels; strongest features: {', '.join(p['top_features'])}.")
     measures = report["shortcuts"]["border"].get("measures")
@@ -442,9 +488,10 @@ def markdown(report, title="Data audit"):
     s, r = report["settings"], report["records"]
     lines = [f"# {title}", "",
              (f"{r['audited']} of {r['total']} records audited ({', '.join(r['kinds']) or 'none'}); "
-              f"{r['not_in_split']} not in the split, {len(r['unreadable'])} unreadable. Perceptual hash: "
-              f"{s['phash_bits']} bits, near duplicate at distance <= {s['phash_threshold']}. Records are named "
-              "by pseudonymous patient id and record key."), "", "## Warnings", ""]
+              f"{r['not_in_split']} not in the split, {len(r['unreadable'])} unreadable. Near duplicate: "
+              f"perceptual hash ({s['phash_bits']} bits) distance <= {s['phash_threshold']} and "
+              f"{s['thumbnail_size']}x{s['thumbnail_size']} thumbnail difference <= {s['max_difference']:g} grey "
+              "levels. Records are named by pseudonymous patient id and record key."), "", "## Warnings", ""]
     lines += [f"- WARNING: {w}" for w in report["warnings"]] or ["None."]
     lines += [""] + _markdown_leakage(report) + [""] + _markdown_probes(report)
     return "\n".join(lines) + "\n"
@@ -468,5 +515,5 @@ def write_audit(run_dir, report):
     return paths
 
 
-__all__ = ["CT_IMAGE_DATASETS", "RecordScan", "audit_run", "markdown", "scan_record", "scan_records", "summary",
-           "write_audit"]
+__all__ = ["CT_IMAGE_DATASETS", "RecordScan", "audit_run", "markdown", "scan_record", "scan_records", "series_grey",
+           "summary", "write_audit"]

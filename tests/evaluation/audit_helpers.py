@@ -73,6 +73,57 @@ def noised_copy(src, dst, sigma=1.0, seed=0):
     return dst
 
 
+def _jpeg(grey, quality):
+    return cv2.imdecode(cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+
+
+def _noised(grey, sigma, seed=0):
+    noisy = grey + np.random.default_rng(seed).normal(0.0, sigma, grey.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _resized(grey, factor):
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(grey, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+#: Copies that are still the same picture (uint8 grey -> uint8 grey): what the near-duplicate check must find.
+SLIGHT_COPIES = {
+    "re-encoded as JPEG q90": lambda g: _jpeg(g, 90),
+    "noised (sigma 1 grey level)": lambda g: _noised(g, 1.0),
+    "one grey level brighter": lambda g: np.minimum(g.astype(np.int16) + 1, 255).astype(np.uint8),
+    "resized x0.75": lambda g: _resized(g, 0.75),
+    "resized x0.5": lambda g: _resized(g, 0.5),
+}
+#: A radiograph resized up is found too (a CT slice's sharper edges move further: not caught).
+FILM_COPIES = {**SLIGHT_COPIES, "resized x2 (bicubic)": lambda g: _resized(g, 2.0)}
+
+
+def default_ct_grey(config=None):
+    """The representative lung-window slices of the built-in CT phantoms (``CTPhantomConfig`` defaults), as uint8.
+
+    The volumes are those :func:`covid_keras.data.synthetic.write_ct_dataset`
+    writes (its per-patient sizes, spacings and seeds), HU rounded as DICOM
+    stores them, without writing the files.
+
+    Returns:
+        A list, one per series, of its uint8 [size, size] slices.
+    """
+    from covid_keras.evaluation.audit import series_grey
+    from covid_keras.evaluation.leakage import to_grey_u8
+
+    config = config or synthetic.CTPhantomConfig()
+    pathology_of = {v: k for k, v in synthetic.CT_LABELS.items()}
+    series = []
+    for label in ("COVID-19", "CAP", "Normal"):
+        for i in range(config.patients_per_class):
+            n, dz, px, seed = synthetic._ct_patient_params(config, label, i)
+            hu, _, _ = synthetic.phantom_volume(pathology_of[label], n_slices=n, size=config.size,
+                                                pixel_spacing=px, slice_spacing=dz, seed=seed)
+            series.append([to_grey_u8(g) for g in series_grey(np.rint(hu))[1]])
+    return series
+
+
 def write_run(run_dir, records, split=None, folds=None, seed=0):
     """A run folder as a training command leaves it: config, split (made by patient) or folds, records.
 

@@ -14,7 +14,10 @@ import shutil
 import numpy as np
 import pytest
 from audit_helpers import (
+    FILM_COPIES,
+    SLIGHT_COPIES,
     ct_series_records,
+    default_ct_grey,
     dicom_radiograph_records,
     marked_copy,
     noised_copy,
@@ -91,7 +94,7 @@ def test_a_marker_burned_into_one_class_corner_is_flagged(tmp_path, xray_recs):
     run, _ = write_run(tmp_path / "marked", marked, split=split)
     border = _audit(run)["shortcuts"]["border"]
     assert border["warning"]
-    assert border["accuracy"] >= 0.9 and border["p_value"] <= 1 / (PERMUTATIONS + 1) + 1e-12
+    assert border["balanced_accuracy"] >= 0.9 and border["p_value"] <= 1 / (PERMUTATIONS + 1) + 1e-12
     corner = ("_r0_c0", "_r0_c1", "_r1_c0")
     assert any(cell in border["top_features"][0] for cell in corner)
 
@@ -110,7 +113,7 @@ def test_a_scanner_that_differs_by_class_is_flagged_by_the_metadata_probe(tmp_pa
     run, _ = write_run(tmp_path / "run", ct_recs_scanner)
     report = _audit(run)
     metadata = report["shortcuts"]["metadata"]
-    assert metadata["warning"] and metadata["accuracy"] == 1.0
+    assert metadata["warning"] and metadata["balanced_accuracy"] == 1.0
     assert metadata["top_features"][0].startswith("Manufacturer=")
     assert not report["shortcuts"]["border"]["warning"]  # the pixels are the clean phantoms'
     assert len(report["warnings"]) == 1 and "DICOM metadata" in report["warnings"][0]
@@ -165,9 +168,10 @@ def test_planted_leaks_are_found(tmp_path, xray_recs):
     near = _keys(found["near_duplicates"], "train", "test")
     assert identical == {(keys["copied"], keys["copy"])}
     assert found["identical"][0]["pairs"][0]["by"] == "bytes"
-    # The noised copy has other bytes and other pixels, but its perceptual hash is within the threshold.
+    # The noised copy has other bytes and other pixels, but its perceptual hash and thumbnail are near.
     assert near == {(keys["noised"], keys["noise"])}
-    assert found["near_duplicates"][0]["pairs"][0]["distance"] <= leakage.PHASH_THRESHOLD
+    pair = found["near_duplicates"][0]["pairs"][0]
+    assert pair["distance"] <= leakage.PHASH_THRESHOLD and pair["difference"] <= leakage.MAX_DIFFERENCE
     assert len(report["warnings"]) == 3
     assert "1 patient(s) on both sides" in report["warnings"][0]
 
@@ -178,6 +182,8 @@ def test_the_noised_copy_escapes_the_content_hashes(tmp_path, xray_recs):
     a, b = (audit.scan_record(dataclasses.replace(xray_recs[0], paths=(p,))).fingerprint for p in (source, noisy))
     assert not a.file_hashes & b.file_hashes and not a.pixel_hashes & b.pixel_hashes
     assert int(leakage.hamming(np.stack(a.phashes), np.stack(b.phashes))[0, 0]) <= leakage.PHASH_THRESHOLD
+    difference = leakage.thumbnail_difference(np.stack(a.thumbnails), np.stack(b.thumbnails))[0, 0]
+    assert difference <= leakage.MAX_DIFFERENCE
 
 
 def test_a_reexported_dicom_series_is_identical_by_pixels(tmp_path, ct_recs):
@@ -199,6 +205,94 @@ def test_a_reexported_dicom_series_is_identical_by_pixels(tmp_path, ct_recs):
     assert _keys(found["identical"], "train", "test") == {(record_key(source), record_key(copy))}
     assert found["identical"][0]["pairs"][0]["by"] == "pixels"
     assert found["near_duplicates"] == []
+
+
+# --------------------------------------------------------------------------
+# Near duplicates on default-size phantoms: distinct ones are not, copies are
+# --------------------------------------------------------------------------
+
+
+def _hashed(items):
+    """``(bits [n, k, 256], thumbnails [n, k, 256])`` of ``n`` items of ``k`` uint8 grey images."""
+    bits = np.stack([[leakage.perceptual_hash(g / 255.0) for g in item] for item in items])
+    thumbs = np.stack([[leakage.thumbnail(g / 255.0) for g in item] for item in items])
+    return bits, thumbs
+
+
+def _found(a, b):
+    rows, cols, _, _ = leakage.near_duplicate_pairs(*a[:1], *b[:1], *a[1:], *b[1:])
+    return set(zip(rows.tolist(), cols.tolist()))
+
+
+def _check_distinct_and_copies(items, copies):
+    """Each item is near only itself among the distinct ones, and near each of its slight ``copies``."""
+    hashed = _hashed(items)
+    assert _found(hashed, hashed) == {(i, i) for i in range(len(items))}
+    for name, copy in copies.items():
+        copies = _hashed([[copy(g) for g in item] for item in items])
+        assert _found(hashed, copies) == {(i, i) for i in range(len(items))}, name
+    return hashed
+
+
+def test_distinct_default_size_xray_phantoms_are_not_near_duplicates_but_their_copies_are(tmp_path):
+    from covid_keras.data import read_xray, synthetic
+
+    root = str(tmp_path / "xray128")
+    synthetic.write_xray_dataset(root, synthetic.XrayPhantomConfig(images_per_pathology=8))  # 128 px, 40 films
+    films = [[leakage.to_grey_u8(read_xray(r.paths[0]))] for r in synthetic.xray_records(root)]
+    bits, _ = _check_distinct_and_copies(films, FILM_COPIES)
+    distances = leakage.hamming(bits, bits)[np.triu_indices(len(films), 1)]
+    assert distances.min() <= 8  # the hash alone (at the old threshold 8) took distinct films for copies
+
+
+def test_distinct_default_size_ct_phantoms_are_not_near_duplicates_but_their_copies_are():
+    series = default_ct_grey()  # 24 series of 128 px, 3 slices each
+    assert len(series) == 24 and series[0][0].shape == (128, 128)
+    _check_distinct_and_copies(series, SLIGHT_COPIES)
+
+
+def test_near_duplicate_pairs_match_the_dense_computation():
+    rng = np.random.default_rng(0)
+    n, m, k = 37, 29, 2
+    source = rng.integers(0, n, m)  # b: noisy copies of rows of a, some bits flipped
+    a_bits = rng.random((n, k, 64)) < 0.5
+    b_bits = a_bits[source] ^ (rng.random((m, k, 64)) < 0.06)
+    a_thumbs = rng.normal(0, 2, (n, k, 16))
+    b_thumbs = a_thumbs[source] + rng.normal(0, 1, (m, 1, 1)) * rng.normal(0, 1, (m, k, 16))
+    # Independently, densely: every pair's distances at once (what the search did before chunking).
+    distances = (a_bits[:, None] != b_bits[None]).sum(axis=-1).max(axis=-1)
+    differences = np.sqrt(((a_thumbs[:, None] - b_thumbs[None]) ** 2).mean(axis=-1).max(axis=-1))
+    np.testing.assert_array_equal(leakage.hamming(a_bits, b_bits), distances)
+    np.testing.assert_allclose(leakage.thumbnail_difference(a_thumbs, b_thumbs), differences, rtol=1e-9)
+    for threshold, max_difference in ((6, np.inf), (6, 1.0), (64, 1.0), (64, np.inf)):
+        expected = np.nonzero((distances <= threshold) & (differences <= max_difference))
+        assert expected[0].size  # every setting finds pairs, and leaves some out (but the last)
+        assert expected[0].size < n * m or max_difference == np.inf and threshold == 64
+        for chunk in (1, 7, 100, 10**9):  # a row per chunk, several rows, one chunk
+            rows, cols, dist, diff = leakage.near_duplicate_pairs(a_bits, b_bits, a_thumbs, b_thumbs, threshold,
+                                                                  max_difference, pairs_per_chunk=chunk)
+            np.testing.assert_array_equal(rows, expected[0])
+            np.testing.assert_array_equal(cols, expected[1])
+            np.testing.assert_array_equal(dist, distances[expected])
+            np.testing.assert_allclose(diff, differences[expected], rtol=1e-9)
+
+
+def test_near_duplicate_search_memory_does_not_grow_with_the_pairs():
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n = 3000  # 3000 x 3000 = 9e6 pairs: a dense int64 distance matrix alone would take 72 MB
+    bits = rng.random((n, 1, 256)) < 0.5
+    thumbs = rng.normal(0, 2, (n, 1, 16)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        rows, cols, _, _ = leakage.near_duplicate_pairs(bits, bits, thumbs, thumbs, pairs_per_chunk=1 << 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(rows, np.arange(n))  # only each item with itself
+    np.testing.assert_array_equal(cols, np.arange(n))
+    assert peak < 16 * 2**20
 
 
 def test_dicom_radiographs_view_shortcut_and_a_reexport(tmp_path, xray_recs):
@@ -246,22 +340,23 @@ def test_every_fold_of_a_kfold_run_is_audited(tmp_path, xray_recs):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true:UserWarning")  # sklearn's folds, permuted
 def test_permutation_test_is_sklearns_with_one_record_per_patient():
     from sklearn.model_selection import StratifiedGroupKFold, permutation_test_score
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(24, 6))
-    y = np.array(["a", "b"] * 12, dtype=object)
+    y = np.array(["a", "b", "a"] * 8, dtype=object)  # imbalanced: balanced accuracy is not accuracy
     X[:, 0] += 0.7 * (y == "b")
     patients = np.array([f"p{i:02d}" for i in range(24)])
     splits = list(StratifiedGroupKFold(4, shuffle=True, random_state=0).split(X, y, patients))
     ours = shortcuts.permutation_test(shortcuts.probe_classifier(), X, y, patients, splits, 30, seed=3)
     with threadpool_limits(limits=1):  # as ours runs (a busy machine's BLAS threads cost seconds)
         theirs = permutation_test_score(shortcuts.probe_classifier(), X, y, cv=splits, n_permutations=30,
-                                        random_state=3)
+                                        random_state=3, scoring="balanced_accuracy")
         grouped = permutation_test_score(shortcuts.probe_classifier(), X, y, groups=patients, cv=splits,
-                                         n_permutations=5, random_state=3)
+                                         n_permutations=5, random_state=3, scoring="balanced_accuracy")
     assert ours[0] == pytest.approx(theirs[0]) and ours[2] == pytest.approx(theirs[2])
     np.testing.assert_allclose(ours[1], theirs[1])
     assert ours[3] == "patients"
@@ -373,6 +468,32 @@ def test_the_report_names_no_patient_and_no_file(tmp_path, ct_recs_scanner):
         assert str(tmp_path) not in text and ".dcm" not in text
 
 
+def test_a_shortcut_of_a_rare_class_is_flagged():
+    # 12 COVID-19 studies at 140 kVp among 188 normal ones at 120: a majority share of 0.94, which plain
+    # accuracy could never beat by MIN_GAIN; balanced accuracy (chance 0.5) can.
+    rng = np.random.default_rng(0)
+    labels = ["COVID-19"] * 12 + ["Normal"] * 188
+    rows = [{"KVP": (140.0 if label == "COVID-19" else 120.0) + rng.normal(0, 1.0),
+             "SliceThickness": float(rng.choice([1.0, 2.5, 5.0]))} for label in labels]
+    patients = [f"p{i:03d}" for i in range(200)]
+    result = shortcuts.shortcut_probe(rows, labels, patients, name="metadata", permutations=PERMUTATIONS)
+    assert result["warning"]
+    assert result["balanced_accuracy"] >= 0.95 and result["chance"] == 0.5
+    assert result["majority_share"] == pytest.approx(0.94) and result["p_value"] < shortcuts.ALPHA
+    assert result["top_features"][0] == "KVP"
+
+
+def test_imbalanced_classes_without_a_shortcut_are_not_flagged():
+    rng = np.random.default_rng(1)
+    labels = ["COVID-19"] * 12 + ["Normal"] * 188
+    rows = [{"KVP": float(rng.choice([110.0, 120.0, 140.0])), "SliceThickness": float(rng.choice([1.0, 5.0]))}
+            for _ in labels]
+    patients = [f"p{i:03d}" for i in range(200)]
+    result = shortcuts.shortcut_probe(rows, labels, patients, name="metadata", permutations=PERMUTATIONS)
+    assert result["status"] == "ok" and not result["warning"]
+    assert result["balanced_accuracy"] < result["chance"] + shortcuts.MIN_GAIN
+
+
 def test_probes_skip_what_they_cannot_test():
     rows = [{"KVP": 120.0 + i} for i in range(6)]
     one_class = shortcuts.shortcut_probe(rows, ["a"] * 6, list("uvwxyz"), name="metadata")
@@ -451,8 +572,8 @@ def test_command_line_help_explains_each_flag(capsys):
         command.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--phash-threshold", "--phash-size", "--permutations", "--alpha", "--min-gain", "--seed",
-                 "--strict", "RUN_DIR"):
+    for flag in ("--phash-threshold", "--phash-size", "--max-difference", "--permutations", "--alpha",
+                 "--min-gain", "--seed", "--strict", "RUN_DIR"):
         assert flag in text
 
 
