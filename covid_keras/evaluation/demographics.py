@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from covid_keras import errors
-from covid_keras.evaluation.predictions import COVARIATES, Predictions, find_predictions
+from covid_keras.evaluation.predictions import COVARIATES, Predictions, find_predictions, patient_rows
 
 NUMERIC = ("age", "bmi")
 CATEGORICAL = ("sex", "ethnicity")
@@ -334,33 +334,6 @@ def correctness_regression(predictions, formula=None):
         fit["separation"] = "quasi"
     fit["flags"] += _flags(fit, p - 1)
     return fit
-
-
-def patient_rows(predictions):
-    """Slice rows aggregated per patient: the mean of the slice probabilities against the patient's class.
-
-    Args:
-        predictions: slice-level :class:`Predictions` files (one run part).
-
-    Returns:
-        One row per patient: ``patient_id``, ``label`` (the rows'
-        ``study_label``, else their label), ``probabilities`` (mean over the
-        patient's slices) and ``covariates`` (the first found).
-    """
-    grouped = collections.defaultdict(list)
-    for p in predictions:
-        for row in p.rows:
-            grouped[row["patient_id"]].append(row)
-    out = []
-    for patient, rows in grouped.items():
-        label = next((r.get("study_label") for r in rows if r.get("study_label") is not None), None)
-        label = label or next((r["label"] for r in rows if r["label"] is not None), None)
-        classes = list(rows[0]["probabilities"])
-        mean = {c: float(np.mean([r["probabilities"][c] for r in rows])) for c in classes}
-        found = next((r["covariates"] for r in rows if r.get("covariates")), None)
-        out.append({"patient_id": patient, "label": label, "probabilities": mean,
-                    **({"covariates": found} if found else {})})
-    return out
 
 
 def _groups(run_dir, part, answer):

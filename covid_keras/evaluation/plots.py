@@ -68,6 +68,20 @@ def _one_vs_rest(y, probs, i):
     return truth, probs[:, i], bool(truth.any() and not truth.all())
 
 
+def _defined_curves(ax, y, p, classes):
+    """Yields ``(name, colour, truth, score)`` per class whose one-vs-rest curve is defined.
+
+    A class with no case, or with every case, has no curve; its legend
+    entry says so instead.
+    """
+    for i, (name, color) in enumerate(zip(classes, _colors(len(classes)))):
+        truth, score, defined = _one_vs_rest(y, p, i)
+        if defined:
+            yield name, color, truth, score
+        else:
+            ax.plot([], [], color=color, label=f"{name}: not defined (one class only)")
+
+
 def _colors(n):
     from matplotlib import colormaps
 
@@ -109,11 +123,7 @@ def roc_figure(y_true, probs, classes, path, aucs=None, title="ROC curves, one-v
     y, p = stats._check_multiclass(y_true, probs, classes)
     fig = _figure(CURVE_SIZE)
     ax = fig.add_subplot()
-    for i, (name, color) in enumerate(zip(classes, _colors(len(classes)))):
-        truth, score, defined = _one_vs_rest(y, p, i)
-        if not defined:
-            ax.plot([], [], color=color, label=f"{name}: not defined (one class only)")
-            continue
+    for name, color, truth, score in _defined_curves(ax, y, p, classes):
         fpr, tpr, _ = roc_curve(truth, score)
         area = _lookup(aucs, name, "roc_auc")
         area = float(roc_auc_score(truth, score)) if area is None else area
@@ -162,11 +172,7 @@ def pr_figure(y_true, probs, classes, path, aucs=None, title="Precision-recall c
     y, p = stats._check_multiclass(y_true, probs, classes)
     fig = _figure(CURVE_SIZE)
     ax = fig.add_subplot()
-    for i, (name, color) in enumerate(zip(classes, _colors(len(classes)))):
-        truth, score, defined = _one_vs_rest(y, p, i)
-        if not defined:
-            ax.plot([], [], color=color, label=f"{name}: not defined (one class only)")
-            continue
+    for name, color, truth, score in _defined_curves(ax, y, p, classes):
         precision, recall, _ = precision_recall_curve(truth, score)
         area = _lookup(aucs, name, "pr_auc")
         area = float(average_precision_score(truth, score)) if area is None else area

@@ -156,3 +156,35 @@ def find_predictions(run_dir):
             "evaluation reports or has not finished: run its training command again."
         )
     return [read_predictions(p) for p in paths]
+
+
+def patient_rows(predictions):
+    """Slice rows aggregated per patient: the mean of the slice probabilities against the patient's class.
+
+    The one patient-level answer of a slice model that the evaluation
+    commands share (``evaluate.report``'s patient section,
+    ``evaluate.demographics``); patients are grouped by patient id, not by
+    record key (COVIDx-CT keeps one record per slice).
+
+    Args:
+        predictions: slice-level :class:`Predictions` files (one run part).
+
+    Returns:
+        One row per patient: ``patient_id``, ``label`` (the rows'
+        ``study_label``, else their label), ``probabilities`` (mean over the
+        patient's slices) and ``covariates`` (the first found).
+    """
+    grouped = {}
+    for p in predictions:
+        for row in p.rows:
+            grouped.setdefault(row["patient_id"], []).append(row)
+    out = []
+    for patient, rows in grouped.items():
+        label = next((r.get("study_label") for r in rows if r.get("study_label") is not None), None)
+        label = label or next((r["label"] for r in rows if r["label"] is not None), None)
+        classes = list(rows[0]["probabilities"])
+        mean = {c: float(np.mean([r["probabilities"][c] for r in rows])) for c in classes}
+        found = next((r["covariates"] for r in rows if r.get("covariates")), None)
+        out.append({"patient_id": patient, "label": label, "probabilities": mean,
+                    **({"covariates": found} if found else {})})
+    return out

@@ -31,7 +31,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.evaluation import stats
-from covid_keras.evaluation.predictions import find_predictions
+from covid_keras.evaluation.predictions import find_predictions, patient_rows
 
 #: Classes that count as viral pneumonia when paper 004's statistics compare bacterial with viral.
 _VIRAL = ("viral", "COVID-19", "other viral", "covid")
@@ -53,7 +53,12 @@ class Section:
 
     @property
     def slug(self):
-        return re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_").lower()
+        return _slug(self.name)
+
+
+def _slug(text):
+    """A file-name part of a section or answer name: ``densenet test (image)`` -> ``densenet_test_image``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
 def sections_of(predictions):
@@ -67,17 +72,13 @@ def sections_of(predictions):
     labelled = y >= 0
     out = [Section(f"{p.answer} {p.part}{fold} (labelled slices)", p.answer, p.part, "slice", p.classes,
                    y[labelled], probs[labelled], patients[labelled], p.fold)]
-    patients_of = {}
-    for row, prob in zip(p.rows, probs):
-        entry = patients_of.setdefault(row["patient_id"], [row.get("study_label"), []])
-        entry[1].append(prob)
-    if patients_of and all(label is not None for label, _ in patients_of.values()):
-        index = {c: i for i, c in enumerate(p.classes)}
+    if p.rows and all(row.get("study_label") is not None for row in p.rows):
+        patients_of = patient_rows([p])
         out.append(Section(
             f"{p.answer} {p.part}{fold} (patients: mean of slice probabilities)", p.answer, p.part, "patient",
-            p.classes, np.array([index[label] for label, _ in patients_of.values()]),
-            np.array([np.mean(slices, axis=0) for _, slices in patients_of.values()]),
-            np.array(list(patients_of), dtype=object), p.fold))
+            p.classes, np.array([p.classes.index(r["label"]) for r in patients_of]),
+            np.array([[r["probabilities"][c] for c in p.classes] for r in patients_of]),
+            np.array([r["patient_id"] for r in patients_of], dtype=object), p.fold))
     return out
 
 
@@ -341,7 +342,7 @@ def write_report(run_dir, *, out_dir=None, ci="wilson", n_boot=2000, seed=0, fig
             metrics["figures"] = _section_figures(plots, section, metrics, out_dir)
             paths += [os.path.join(out_dir, f) for f in metrics["figures"].values()]
         for table in report["kfold"]:
-            table["figure"] = f"folds_{re.sub(r'[^A-Za-z0-9]+', '_', table['answer']).strip('_').lower()}.png"
+            table["figure"] = f"folds_{_slug(table['answer'])}.png"
             plots.fold_figure([{c: r[c] for c in table["columns"]} for r in table["folds"]],
                               os.path.join(out_dir, table["figure"]), metrics=table["columns"],
                               title=f"{table['answer']}: {table['k']}-fold cross-validation")
