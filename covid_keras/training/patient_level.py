@@ -217,7 +217,8 @@ def train_patient_level(config, log=None):
                 ds = sequence_dataset(part_items, training=False, batch_size=config.batch_size)
                 probs = predictor(ds)
                 reports.setdefault(name, {})[part] = classification_report([y for _, y in part_items], probs, classes)
-                chosen = [s for s in studies if s[1] in set(split[part])]  # _items' order
+                members = set(split[part])
+                chosen = [s for s in studies if s[1] in members]  # _items' order
                 write_predictions(run.file(f"predictions_{name}_{part}.json"),
                                   _study_rows(chosen, probs, classes, records),
                                   classes=classes, level="study", answer=name, part=part)
@@ -266,12 +267,13 @@ def train_ensemble(config, log=None):
     heads = {name: keras.saving.load_model(source["heads"][name], safe_mode=True, compile=False) for name in order}
     predictors = {name: Predictor(head) for name, head in heads.items()}
     studies = load_features(source["features"])
-    parts, keys = {}, {}
+    parts, chosen_studies = {}, {}
     for part in ("train", "val", "test"):
-        chosen = [s for s in studies if s[1] in set(split[part])]
+        members = set(split[part])
+        chosen = [s for s in studies if s[1] in members]
         if chosen:
             parts[part] = (_predict_heads(predictors, features, chosen, 64), np.array([s[2] for s in chosen]))
-            keys[part] = [(s[0], s[1]) for s in chosen]
+            chosen_studies[part] = chosen
     import tensorflow as tf
 
     def batches(part, training):
@@ -292,10 +294,9 @@ def train_ensemble(config, log=None):
     reports = {part: classification_report(parts[part][1], p, classes) for part, p in probabilities.items()}
     # Per study, the probabilities the reports rest on, under the study key and patient id
     # the run's split uses (folder-derived for folder datasets, as in split.json).
-    predictions = {}
+    predictions, records = {}, _slice_run_records(source["slice_run"])
     for part, probs in probabilities.items():
-        chosen = [s for s in studies if s[1] in set(split[part])]  # the order parts[part] was built in
-        rows = _study_rows(chosen, probs, classes, _slice_run_records(source["slice_run"]))
+        rows = _study_rows(chosen_studies[part], probs, classes, records)
         predictions[part] = write_predictions(run.file(f"predictions_{part}.json"), rows, classes=classes,
                                               level="study", answer="ensemble", part=part)
     summary = {"command": "train.ensemble", "patient_run": os.path.abspath(patient_run), "classes": classes,
