@@ -27,10 +27,12 @@ from covid_keras.serving.savedmodel import (
     next_version,
     resolve_version_dir,
 )
-from covid_keras.serving.predict import ServedModel, load_model, predict_study
+from covid_keras.serving.predict import ServedModel, StudyAnswer, answer_study, load_model, predict_study
 
 __all__ = [
     "ServedModel",
+    "StudyAnswer",
+    "answer_study",
     "export",
     "export_patient_pipeline",
     "export_two_step",

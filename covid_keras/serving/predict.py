@@ -382,6 +382,54 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         >>> predict_study("study_dir", "saved_models/multiscale_resnet50/1")   # doctest: +SKIP
         {'probabilities': {'Normal': 0.2, 'CAP': 0.1, 'COVID-19': 0.7}, 'predicted_class': 'COVID-19', ...}
     """
+    return answer_study(path, model_dir, batch_size=batch_size, timings=timings, check_lungs=check_lungs,
+                        series_uid=series_uid).result
+
+
+@dataclasses.dataclass
+class StudyAnswer:
+    """What :func:`answer_study` computed for one study or image.
+
+    Attributes:
+        result: :func:`predict_study`'s JSON-ready answer.
+        inputs: float32, the model's input exactly as the signature got it:
+            [n, H, W, C] slices or one [1, H, W, C] image, or a volume model's
+            [1, D, H, W, 1].
+        per_slice: float32 [n, classes], the slice probabilities of a slice
+            classifier given a CT series (their mean is the answer), else None.
+    """
+
+    result: dict
+    inputs: np.ndarray
+    per_slice: np.ndarray | None = None
+
+
+def _report(progress, stage, done, total):
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def answer_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True, series_uid=None,
+                 progress=None):
+    """:func:`predict_study`, keeping the model's input and the per-slice probabilities.
+
+    For callers that show more than the answer (the app,
+    :mod:`covid_keras.app`: the slice curve and the slices' heat maps).
+
+    Args:
+        path, model_dir, batch_size, timings, check_lungs, series_uid: as
+            for :func:`predict_study`.
+        progress: None, or a callable ``progress(stage, done, total)``,
+            called as the work goes on: ``stage`` ``"read"`` (0 of 1 before
+            reading, 1 of 1 once read and preprocessed) and ``"model"``
+            (slices answered so far of all of them).
+
+    Returns:
+        A :class:`StudyAnswer`.
+
+    Raises:
+        As :func:`predict_study`.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise errors.ConfigurationError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
     total_start = time.perf_counter()
@@ -389,11 +437,14 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
     path = os.fspath(path)
     start = time.perf_counter()
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
+    _report(progress, "read", 0, 1)
     inputs, what, patient_id, slices = _read_and_preprocess(path, model, seconds, check_lungs, series_uid)
+    _report(progress, "read", 1, 1)
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
     seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
     start = time.perf_counter()
-    steps = None
+    steps = per_slice = None
+    _report(progress, "model", 0, len(inputs))
     if model.kind == "two_step":
         outputs = model.outputs(inputs)
         probabilities = outputs["probabilities"][0]
@@ -403,9 +454,10 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         probabilities = model(inputs)[0]
         aggregation = model.kind
     else:
-        per_slice = np.concatenate([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+        per_slice = _per_slice(model, inputs, batch_size, progress)
         probabilities = per_slice.mean(axis=0)
         aggregation = "mean_of_slices" if what == "ct_series" else "image"
+    _report(progress, "model", len(inputs), len(inputs))
     seconds["model"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - total_start
     result = {
@@ -426,4 +478,14 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         result["patient_id"] = patient_id
     if timings:
         result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    return result
+    return StudyAnswer(result=result, inputs=inputs,
+                       per_slice=per_slice if what == "ct_series" else None)
+
+
+def _per_slice(model, inputs, batch_size, progress):
+    """A slice classifier's probabilities for every slice, ``batch_size`` slices per call."""
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        out.append(model(inputs[i:i + batch_size]))
+        _report(progress, "model", min(i + batch_size, len(inputs)), len(inputs))
+    return np.concatenate(out)
