@@ -74,9 +74,11 @@ class Heatmap:
         cam: float32 [H, W] in [0, 1], the map at the model's input size.
         inputs: float32 [1, H, W, C], the model's input.
         scale: the integer factor the picture was enlarged by.
+        picture: uint8 [H * scale, W * scale, 3], the RGB picture (written
+            to ``path`` by :func:`gradcam_png`).
     """
 
-    path: str
+    path: str | None
     layer: str
     class_name: str
     class_index: int
@@ -85,6 +87,7 @@ class Heatmap:
     cam: np.ndarray
     inputs: np.ndarray
     scale: int
+    picture: np.ndarray | None = None
 
     def record(self):
         """The answer's ``"gradcam"`` JSON entry.
@@ -335,27 +338,66 @@ def gradcam_png(image_path, model_dir, out_path, *, layer=LAYER, prediction=None
         >>> heat.record()  # doctest: +SKIP
         {'path': 'chest_gradcam.png', 'layer': 'last_conv', 'class': 'viral'}
     """
-    # predict_study's own reading and preprocessing (_read_and_preprocess): the Keras model gets the
-    # SavedModel's input.
-    from covid_keras import explain
-    from covid_keras.serving.predict import (
-        ServedModel,
-        _read_and_preprocess,
-        predict_study,
-    )
+    from covid_keras.serving.predict import ServedModel, predict_study
 
     image_path, out_path = os.fspath(image_path), os.fspath(out_path)
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
     check_supported(image_path, model, out_path)
     if prediction is None:
         prediction = predict_study(image_path, model)
-    inputs = _read_and_preprocess(image_path, model, {})[0]
+    heat = explain_image(model, read_inputs(image_path, model), prediction, layer=layer, min_side=min_side)
+    _write_png(out_path, heat.picture)
+    return dataclasses.replace(heat, path=out_path)
+
+
+def read_inputs(image_path, model):
+    """The float32 [1, H, W, C] input the export's signature gets for ``image_path``.
+
+    ``predict_study``'s own reading and preprocessing: the Keras model
+    explained gets exactly the SavedModel's input.
+    """
+    from covid_keras.serving.predict import _read_and_preprocess
+
+    return _read_and_preprocess(os.fspath(image_path), model, {})[0]
+
+
+def explain_image(model, inputs, prediction, *, layer=LAYER, min_side=MIN_SIDE, load=None):
+    """The Grad-CAM heat map of an image export's answer, as a picture (nothing written).
+
+    Args:
+        model: a :class:`covid_keras.serving.ServedModel` of kind ``image``
+            or ``two_step``.
+        inputs: float32 [1, H, W, C], the signature's input
+            (:func:`read_inputs`, or :func:`covid_keras.serving.answer_study`'s
+            ``inputs``).
+        prediction: the answer for ``inputs`` (``predict_study``'s dict).
+        layer: the layer explained.
+        min_side: the picture's shorter side is at least this.
+        load: ``load(model, role)`` -> the Keras model of ``keras_files[role]``;
+            :func:`load_keras_model` by default (pass a caching one to
+            explain many images).
+
+    Returns:
+        A :class:`Heatmap` with ``path`` None and its ``picture`` set.
+
+    Raises:
+        ConfigurationError: ``model`` is not an image export, or ``layer``
+            is not a convolutional layer of it.
+        ServingError: the export has no Keras model for the answer.
+    """
+    from covid_keras import explain
+
+    if model.kind not in KINDS:
+        raise errors.ConfigurationError(
+            f"model {model.name} (version {model.version}) is a {model.kind} export, which answers for a whole "
+            "CT study, so it has no Grad-CAM heat map of one image."
+        )
+    load = load or load_keras_model
     role = _role(model, prediction, inputs)
-    keras_model = load_keras_model(model, role)
+    keras_model = load(model, role)
     class_index = _class_index(keras_model, model, inputs, prediction, role)
     cam = explain.gradcam(keras_model, inputs, class_index=class_index, layer=layer)[0]
     rgb, scale = picture(inputs[0], cam, min_side=min_side)
-    _write_png(out_path, rgb)
-    return Heatmap(path=out_path, layer=layer, class_name=prediction["predicted_class"], class_index=class_index,
+    return Heatmap(path=None, layer=layer, class_name=prediction["predicted_class"], class_index=class_index,
                    step=role, step_class=_step_class(model, role, class_index), cam=cam, inputs=inputs,
-                   scale=scale)
+                   scale=scale, picture=rgb)
