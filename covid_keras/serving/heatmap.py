@@ -361,7 +361,7 @@ def read_inputs(image_path, model):
     return _read_and_preprocess(os.fspath(image_path), model, {})[0]
 
 
-def explain_image(model, inputs, prediction, *, layer=LAYER, min_side=MIN_SIDE, load=None):
+def explain_image(model, inputs, prediction, *, layer=LAYER, min_side=MIN_SIDE, load=None, explainer=None):
     """The Grad-CAM heat map of an image export's answer, as a picture (nothing written).
 
     Args:
@@ -376,6 +376,9 @@ def explain_image(model, inputs, prediction, *, layer=LAYER, min_side=MIN_SIDE, 
         load: ``load(model, role)`` -> the Keras model of ``keras_files[role]``;
             :func:`load_keras_model` by default (pass a caching one to
             explain many images).
+        explainer: ``explainer(keras_model)`` -> a
+            :class:`covid_keras.explain.GradcamExplainer` for it; a new one
+            per call by default (pass a caching one to explain many images).
 
     Returns:
         A :class:`Heatmap` with ``path`` None and its ``picture`` set.
@@ -396,7 +399,10 @@ def explain_image(model, inputs, prediction, *, layer=LAYER, min_side=MIN_SIDE, 
     role = _role(model, prediction, inputs)
     keras_model = load(model, role)
     class_index = _class_index(keras_model, model, inputs, prediction, role)
-    cam = explain.gradcam(keras_model, inputs, class_index=class_index, layer=layer)[0]
+    if explainer is None:
+        cam = explain.gradcam(keras_model, inputs, class_index=class_index, layer=layer)[0]
+    else:
+        cam = explainer(keras_model)(inputs, class_index=class_index, layer=layer)[0]
     rgb, scale = picture(inputs[0], cam, min_side=min_side)
     return Heatmap(path=None, layer=layer, class_name=prediction["predicted_class"], class_index=class_index,
                    step=role, step_class=_step_class(model, role, class_index), cam=cam, inputs=inputs,
