@@ -76,14 +76,14 @@ def _failure(error, paths):
 
 
 @contextlib.contextmanager
-def _guarded(workspace, paths):
-    """Catches the readers' warnings; deletes the uploads after the answer, whatever happens."""
+def _guarded(workspace, uploaded):
+    """Catches the readers' warnings; deletes the uploaded files after the answer, whatever happens."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield caught
     finally:
-        workspace.forget(*[p for p in paths if p])
+        workspace.forget(*[p for p in uploaded if p])
 
 
 def xray_handler(models, workspace):
@@ -95,8 +95,9 @@ def xray_handler(models, workspace):
         empty = ("", None, None, None, hidden, hidden, None)
         paths = [upload]
         try:
-            with _guarded(workspace, paths) as caught, workspace.staging() as folder:
+            with _guarded(workspace, [upload]) as caught, workspace.staging() as folder:
                 served = models.get(label, "xray")
+                paths.append(folder)
                 image = uploads.stage_image(upload, folder)
                 paths.append(image)
                 answer = answers.answer_image(image, served, models.keras)
@@ -143,12 +144,11 @@ def ct_handler(models, workspace, allow_folders):
     def classify_study(label, upload, folder_path, progress=gr.Progress()):
         paths = [upload]
         try:
-            with _guarded(workspace, paths) as caught, workspace.staging() as staging:
+            with _guarded(workspace, [upload]) as caught, workspace.staging() as staging:
                 served = models.get(label, "ct")
                 progress(0.0, desc="Unpacking the study")
+                paths.append(staging)  # the readers name the folder they read: never the app's own path
                 folder = _study_folder(upload, folder_path, allow_folders, staging)
-                if folder != staging:
-                    paths.append(folder)  # a typed folder is the user's own; it stays out of messages anyway
                 answer = answers.answer_study(folder, served, models.keras,
                                               progress=lambda f, text: progress(f, desc=text))
         except Exception as e:  # noqa: BLE001 - every failure becomes one sentence in the page

@@ -169,7 +169,7 @@ class Workspace:
         ``tmp*`` spool file per upload in its cache root; those go too.
         """
         for upload in uploads:
-            if not upload or not self._inside(upload):
+            if not upload or not self._inside(upload) or not os.path.isfile(upload):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.remove(upload)
