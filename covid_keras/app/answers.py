@@ -10,8 +10,9 @@ and TF Serving; the heat maps use the Keras models the export keeps
   the class probabilities (a two-step export: the combined four classes,
   and each step's), the Grad-CAM overlay at ``last_conv`` for the answer
   (:func:`covid_keras.serving.heatmap.explain_image`: paper 004's 0-255 jet
-  overlay; a two-step answer is explained with the step that answered),
-  and the image as the model saw it, both enlarged alike.
+  overlay; a two-step answer is explained with the step that answered and,
+  when step 2 answered, also with step 1, as Fig. 3a-b show both), and the
+  image as the model saw it, all enlarged alike.
 * :func:`answer_study` — a CT series folder for a CT export (a slice
   classifier with ``ct_slices`` preprocessing, a patient pipeline, a volume
   model): the patient answer, a per-slice curve along z, and the three
@@ -130,8 +131,12 @@ class ImageAnswer:
         predicted_class: the answer.
         steps: a two-step export's ``{"step1": {...}, "step2": {...} or None,
             "routed": bool}``, else None.
-        heatmap: uint8 RGB, the Grad-CAM overlay.
+        heatmap: uint8 RGB, the Grad-CAM overlay of the answer (a two-step
+            export: of the step that answered).
         model_view: uint8 RGB, the image as the model saw it (same size).
+        step1_heatmap: for a two-step answer that went on to step 2, step
+            1's own map (for its top class, viral), as paper 004's Fig. 3a
+            shows it beside step 2's (Fig. 3b); else None.
         explained: what the heat map explains, in words.
         seconds: wall-clock seconds of the answer and of the heat map.
     """
@@ -143,6 +148,7 @@ class ImageAnswer:
     model_view: np.ndarray
     explained: str
     seconds: dict
+    step1_heatmap: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -183,6 +189,11 @@ def _grey_rgb(image):
     return np.repeat(np.uint8(np.clip(np.rint(image), 0, 255))[..., None], 3, axis=-1)
 
 
+def _step_words(heat):
+    return f"Grad-CAM at {heat.layer} of {heat.step.replace('step', 'step ')} for its class " \
+           f"{heat.step_class or heat.class_index}"
+
+
 def answer_image(path, served, keras_models=None):
     """The app's answer for one X-ray image file given to an X-ray export.
 
@@ -210,16 +221,22 @@ def answer_image(path, served, keras_models=None):
     start = time.perf_counter()
     answer = run(path, served)
     answered = time.perf_counter()
-    heat = explain_image(served, answer.inputs, answer.result, load=keras_models, explainer=keras_models.explainer,
-                         min_side=MIN_SIDE)
     result = answer.result
+    heat = explain_image(served, answer.inputs, result, load=keras_models, explainer=keras_models.explainer,
+                         min_side=MIN_SIDE)
     explained = f"Grad-CAM at {heat.layer} for {result['predicted_class']}"
+    step1_heatmap = None
     if heat.step != "model":
-        explained = (f"Grad-CAM at {heat.layer} of {heat.step.replace('step', 'step ')} for its class "
-                     f"{heat.step_class or heat.class_index}")
+        explained = _step_words(heat)
+    if heat.step == "step2":  # paper 004's Fig. 3a: step 1's own map too, for its top class (viral)
+        unrouted = {**result, "steps": {**result["steps"], "routed": False}}
+        first = explain_image(served, answer.inputs, unrouted, load=keras_models, explainer=keras_models.explainer,
+                              min_side=MIN_SIDE)
+        step1_heatmap = first.picture
+        explained += f"; the step 1 map: {_step_words(first)}"
     return ImageAnswer(
         probabilities=result["probabilities"], predicted_class=result["predicted_class"],
-        steps=result.get("steps"), heatmap=heat.picture,
+        steps=result.get("steps"), heatmap=heat.picture, step1_heatmap=step1_heatmap,
         model_view=_enlarge(_grey_rgb(answer.inputs[0]), heat.scale), explained=explained,
         seconds={"answer": answered - start, "heatmap": time.perf_counter() - answered},
     )

@@ -4,7 +4,8 @@
 page's buttons call and ``gradio_client`` reaches:
 
 * ``/xray`` (model label, image file) -> status, probabilities, heat map,
-  model view, step 1, step 2, and the cleared upload;
+  model view, step 1, step 2, step 1's heat map (a two-step answer from
+  step 2), and the cleared upload;
 * ``/ct`` (model label, study .zip, folder path) -> status, patient answer,
   slice curve, the suspicious slices (a gallery), and the cleared upload.
 
@@ -92,7 +93,7 @@ def xray_handler(models, workspace):
 
     def classify_xray(label, upload):
         hidden = gr.update(value=None, visible=False)
-        empty = ("", None, None, None, hidden, hidden, None)
+        empty = ("", None, None, None, hidden, hidden, hidden, None)
         paths = [upload]
         try:
             with _guarded(workspace, [upload]) as caught, workspace.staging() as folder:
@@ -104,7 +105,9 @@ def xray_handler(models, workspace):
         except Exception as e:  # noqa: BLE001 - every failure becomes one sentence in the page
             return (_failure(e, paths),) + empty[1:]
         LOG.info("app: answered an X-ray with %s in %.2f s", served.name, sum(answer.seconds.values()))
-        step1 = step2 = hidden
+        step1 = step2 = step1_heat = hidden
+        if answer.step1_heatmap is not None:
+            step1_heat = gr.update(value=answer.step1_heatmap, visible=True)
         if answer.steps:
             step1 = gr.update(value=answer.steps["step1"], label="Step 1 (normal / bacterial / viral)",
                               visible=True)
@@ -115,7 +118,7 @@ def xray_handler(models, workspace):
                   f"{answers.describe(served)}. Heat map: {answer.explained}. "
                   f"Answered in {answer.seconds['answer'] + answer.seconds['heatmap']:.2f} s."
                   + _notes(caught, paths))
-        return status, answer.probabilities, answer.heatmap, answer.model_view, step1, step2, None
+        return status, answer.probabilities, answer.heatmap, answer.model_view, step1, step2, step1_heat, None
 
     return classify_xray
 
@@ -187,15 +190,17 @@ def _xray_tab(gr, models, workspace):
         status = gr.Markdown(elem_id="xray-status")
         probabilities = gr.Label(label="Probabilities", elem_id="xray-probabilities")
         with gr.Row():
-            heatmap = gr.Image(label="Grad-CAM (last_conv)", format="png", type="numpy", interactive=False,
-                               elem_id="xray-heatmap")
             view = gr.Image(label="As the model saw it", format="png", type="numpy", interactive=False,
                             elem_id="xray-view")
+            heatmap = gr.Image(label="Grad-CAM (last_conv) of the answer", format="png", type="numpy",
+                               interactive=False, elem_id="xray-heatmap")
+            step1_heat = gr.Image(label="Grad-CAM of step 1", format="png", type="numpy", interactive=False,
+                                  visible=False, elem_id="xray-step1-heatmap")
         with gr.Row():
             step1 = gr.Label(label="Step 1", visible=False, elem_id="xray-step1")
             step2 = gr.Label(label="Step 2", visible=False, elem_id="xray-step2")
         button.click(xray_handler(models, workspace), [model, upload],
-                     [status, probabilities, heatmap, view, step1, step2, upload], api_name="xray")
+                     [status, probabilities, heatmap, view, step1, step2, step1_heat, upload], api_name="xray")
 
 
 def _ct_tab(gr, models, workspace, allow_folders):

@@ -53,8 +53,9 @@ def xray_export(root):
 
 
 @pytest.fixture(scope="module")
-def two_step_export(root):
-    return serving.load_model(serving.export_two_step(_cnn(7), _cnn(8), root))
+def two_step_export(tiny_two_step_export):
+    """conftest's two-step export, whose step 1 routes every image to step 2 (both maps are drawn)."""
+    return serving.load_model(tiny_two_step_export)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,13 @@ def test_image_answer_equals_predict_and_its_gradcam_png(request, which, xray_pn
     assert got.model_view.shape == got.heatmap.shape
     np.testing.assert_array_equal(got.model_view[::png.scale, ::png.scale, 0], grey)
     assert (which == "two_step_export") == ("step" in got.explained)
+    routed = bool(got.steps and got.steps["routed"])
+    assert (got.step1_heatmap is not None) == routed
+    if routed:  # step 1's own map, as the --gradcam path draws an answer step 1 kept
+        unrouted = {**expected, "steps": {**expected["steps"], "routed": False}}
+        first = heatmap.gradcam_png(xray_png, served, str(tmp_path / "step1.png"), prediction=unrouted)
+        assert first.step == "step1"
+        np.testing.assert_array_equal(got.step1_heatmap, _read_png(first.path))
     again = answers.answer_image(xray_png, served, cache)  # cached Keras model and explainer: the same answer
     np.testing.assert_array_equal(again.heatmap, got.heatmap)
 

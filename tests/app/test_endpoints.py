@@ -87,13 +87,13 @@ def test_xray_endpoint_answers_as_predict_and_returns_pngs(launch_app, client_fo
     app = launch_app([tiny_two_step_export])
     client = client_for(app)
     image = phantom_xray_pngs["covid"]
-    status, label, heat, view, step1, step2, cleared = client.predict(
+    status, label, heat, view, step1, step2, step1_heat, cleared = client.predict(
         _label(tiny_two_step_export), _handle(image), api_name="/xray")
     expected = serving.predict_study(image, tiny_two_step_export)
     top, confidences = _top(label)
     assert status.startswith("**Answer:** ") and top == expected["predicted_class"]
     assert confidences == pytest.approx(expected["probabilities"], abs=1e-6)
-    assert _is_png(heat) and _is_png(view) and cleared is None
+    assert _is_png(heat) and _is_png(view) and _is_png(step1_heat["value"]) and cleared is None
     assert _top(step1["value"])[1] == pytest.approx(expected["steps"]["step1"], abs=1e-6)
     assert expected["steps"]["routed"] and _top(step2["value"])[1] == pytest.approx(expected["steps"]["step2"],
                                                                                   abs=1e-6)
