@@ -28,7 +28,7 @@ from covid_keras import cli
 cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
 
 DEFAULT_PORT = 7860
-DEFAULT_KEEP_OUTPUTS = 60
+DEFAULT_KEEP_OUTPUTS = 300
 
 
 def _is_loopback(host):
@@ -50,7 +50,8 @@ def parse_args(argv=None):
                              "exposes patient images to the network: put it behind your hospital's "
                              "authentication")
     parser.add_argument("--keep-outputs", type=int, default=DEFAULT_KEEP_OUTPUTS, metavar="SECONDS",
-                        help="seconds an answer's pictures stay on disk for the browser to fetch")
+                        help="seconds an answer's pictures stay on disk for the browser to fetch, and the "
+                             "longest an upload waits for its button before it is deleted")
     parser.add_argument("--allow-folders", choices=("auto", "yes", "no"), default="auto",
                         help="offer a field to type a study's folder on this machine (auto: only when "
                              "--host is a loopback address)")

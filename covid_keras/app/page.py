@@ -222,7 +222,7 @@ def _ct_tab(gr, models, workspace, allow_folders):
                      [status, probabilities, curve, slices, upload], api_name="ct")
 
 
-def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=60):
+def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=300):
     """The app's ``gr.Blocks`` over ``served_models``.
 
     Args:
@@ -233,8 +233,10 @@ def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=60)
         allow_folders: offer the CT tab's folder field (reads any folder of
             the server: for an app on the user's own machine only).
         keep_outputs: seconds an answer's PNGs stay in the cache for the
-            browser to fetch (gradio's sweep deletes older ones every
-            ``min(keep_outputs, 60)`` seconds).
+            browser to fetch, and the longest an upload not yet answered
+            stays (gradio's sweep deletes older files every
+            ``min(keep_outputs, 60)`` seconds; answered uploads are deleted
+            at once).
 
     Returns:
         The ``gr.Blocks`` (launch it with ``demo.launch(...)``).
@@ -250,6 +252,7 @@ def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=60)
                                         f"{keep_outputs!r}")
     os.environ["GRADIO_TEMP_DIR"] = workspace.gradio_dir
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("GRADIO_FLAGGING_MODE", "never")  # Blocks has no Flag button; nor will an added Interface
     import gradio as gr
 
     models = Models(served_models)

@@ -65,14 +65,24 @@ def scrub(message, paths):
     return message
 
 
+def _check_still_there(upload, error):
+    if not os.path.isfile(upload):
+        raise error(
+            f"{UPLOAD} is no longer on the server: an upload left unanswered longer than the app's "
+            "--keep-outputs seconds is deleted; upload it again."
+        )
+
+
 def stage_image(upload, folder):
     """Copies an uploaded image into ``folder`` as ``image<suffix>`` and returns the copy's path.
 
     Raises:
-        ImageReadError: the upload is missing (an empty request).
+        ImageReadError: no upload (an empty request), or one gradio's sweep
+            already deleted.
     """
-    if not upload or not os.path.isfile(upload):
+    if not upload:
         raise errors.ImageReadError("No file was uploaded; choose a PNG, JPEG or DICOM X-ray first.")
+    _check_still_there(upload, errors.ImageReadError)
     target = os.path.join(folder, "image" + neutral_suffix(upload))
     shutil.copyfile(upload, target)
     return target
@@ -109,8 +119,9 @@ def unzip_study(upload, folder):
         NoDicomError: the upload is not a zip, is encrypted, is too large,
             or holds no file.
     """
-    if not upload or not os.path.isfile(upload):
+    if not upload:
         raise errors.NoDicomError("No file was uploaded; choose a .zip of the study's DICOM files first.")
+    _check_still_there(upload, errors.NoDicomError)
     if not zipfile.is_zipfile(upload):
         raise errors.NoDicomError(f"{UPLOAD} is not a .zip archive; upload the study as a .zip of its DICOM files.")
     try:

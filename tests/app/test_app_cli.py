@@ -20,7 +20,7 @@ def test_help_shows_every_flag_and_its_default(capsys):
     for flag in ("--model", "--port", "--host", "--keep-outputs", "--allow-folders", "--workspace"):
         assert flag in out
     flat = " ".join(out.split())
-    for default in ("(default: 7860)", "(default: 127.0.0.1)", "(default: 60)", "(default: auto)"):
+    for default in ("(default: 7860)", "(default: 127.0.0.1)", "(default: 300)", "(default: auto)"):
         assert default in flat
     assert "Nothing of a patient is kept" in out
 

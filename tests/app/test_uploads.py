@@ -38,7 +38,7 @@ def test_unzip_flattens_to_neutral_names_and_keeps_every_byte(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", f"{SECRET}.zip"])
 
 
-@pytest.mark.parametrize("case", ["not_zip", "empty", "missing", "too_many", "encrypted", "too_big"])
+@pytest.mark.parametrize("case", ["not_zip", "empty", "missing", "swept", "too_many", "encrypted", "too_big"])
 def test_bad_zips_are_one_sentence_naming_no_path(tmp_path, monkeypatch, case):
     upload = str(tmp_path / f"{SECRET}.zip")
     if case == "not_zip":
@@ -73,6 +73,10 @@ def test_stage_image_copies_under_a_neutral_name(tmp_path):
     assert os.path.basename(staged) == "image.png" and open(staged, "rb").read() == b"png bytes"
     with pytest.raises(errors.ImageReadError, match="No file was uploaded"):
         uploads.stage_image(None, str(folder))
+    swept = str(tmp_path / f"{SECRET}-swept.png")  # an upload gradio's sweep deleted before its button
+    with pytest.raises(errors.ImageReadError, match="upload it again") as info:
+        uploads.stage_image(swept, str(folder))
+    assert SECRET not in str(info.value)
 
 
 def test_scrub_replaces_paths_and_names_but_not_short_words():
