@@ -349,8 +349,8 @@ def _slice_panels(explainer, inputs, indices, classes, class_names, per_slice):
     panels = []
     for rank, (i, c, cam) in enumerate(zip(indices, classes, cams), start=1):
         rgb = picture(inputs[i], cam, min_side=MIN_SIDE)[0]
-        probs = ", ".join(f"{n} {p:.2f}" for n, p in zip(class_names, per_slice[i]))
-        panels.append((rgb, f"#{rank}: slice {i} — {layer} for {class_names[c]} ({probs})"))
+        # short: the gallery cuts long captions; the status names the layer
+        panels.append((rgb, f"#{rank} slice {i}: {class_names[c]} map, p={per_slice[i, c]:.2f}"))
     return panels, layer
 
 
@@ -390,9 +390,8 @@ def _volume_panels(explainer, inputs, class_index, class_names):
     name = class_names[class_index]
     panels = []
     for rank, d in enumerate(indices, start=1):
-        what = (f"{share[d]:.1%} of the {LAST_CONV} map for {name}" if share.any()
-                else f"central cut: the {LAST_CONV} map for {name} is zero everywhere")
-        caption = f"#{rank}: axial cut {d} of {len(cam)} — {what}"
+        what = f"{share[d]:.0%} of the {name} map" if share.any() else f"centre, {name} map all zero"
+        caption = f"#{rank} axial cut {d}/{len(cam)}: {what}"
         panels.append((picture(grey[d], cam[d], min_side=MIN_SIDE)[0], caption))
     return share, indices, panels
 

@@ -107,7 +107,7 @@ def free_port():
 
 @pytest.fixture
 def launch_app(monkeypatch):
-    """Returns ``launch(model_dirs, **build_app_kwargs) -> LaunchedApp``; every app it launched is closed after the test.
+    """Returns ``launch(model_dirs, **build_app_kwargs) -> LaunchedApp``; each app launched is closed after the test.
 
     ``model_dirs``: export version folders (loaded with
     ``serving.load_model``). Each app gets its own

@@ -136,12 +136,12 @@ def test_study_answer_curve_slices_and_maps(ct_export, study):
     per_slice = ct_export(run.inputs)  # the signature on every slice, here
     normal = per_slice[:, CT3.index("Normal")]
     order = [int(i) for i in np.argsort(normal, kind="stable")[:3]]
-    assert [int(c.split("slice ")[1].split(" ")[0]) for _, c in got.suspicious] == order
+    assert [int(c.split("slice ")[1].split(":")[0]) for _, c in got.suspicious] == order
     keras_model = cache(ct_export)
     predicted = CT3.index(got.predicted_class)
     for (picture, caption), i in zip(got.suspicious, order):
         cls = predicted if predicted != 0 else 1 + int(np.argmax(per_slice[i, 1:]))
-        assert f"for {CT3[cls]}" in caption
+        assert f"{CT3[cls]} map, p={per_slice[i, cls]:.2f}" in caption
         cam = explain.gradcam(keras_model, run.inputs[[i]], class_index=cls, layer="last_conv")[0]
         np.testing.assert_array_equal(picture, heatmap.picture(run.inputs[i], cam, min_side=answers.MIN_SIDE)[0])
     assert got.curve.ndim == 3 and got.curve.shape[-1] == 3 and got.curve.dtype == np.uint8
@@ -201,7 +201,7 @@ def test_volume_answer_cuts_where_the_3d_map_is(volume_export, study):
     cam = explain.gradcam(cache(volume_export), run.inputs, class_index=cls, layer="last_conv")[0]
     mass = cam.reshape(len(cam), -1).sum(axis=1)
     cuts = [int(i) for i in np.argsort(-mass, kind="stable")[:3]] if mass.sum() > 0 else [6, 7, 8]
-    assert [int(c.split("axial cut ")[1].split(" ")[0]) for _, c in got.suspicious] == cuts
+    assert [int(c.split("axial cut ")[1].split("/")[0]) for _, c in got.suspicious] == cuts
     for (picture, _), d in zip(got.suspicious, cuts):
         np.testing.assert_array_equal(
             picture, heatmap.picture(run.inputs[0, d, ..., 0] * 255.0, cam[d], min_side=answers.MIN_SIDE)[0])
