@@ -178,7 +178,7 @@ def _step1_routes(model, inputs):
 
     names = (model.metadata.get("output_classes") or {}).get("step1") or list(xraycnn.STEP1_CLASSES)
     step1 = load_keras_model(model, "step1")
-    return names[int(np.argmax(step1.predict(inputs, verbose=0)[0]))] == "viral"
+    return names[int(np.argmax(_scores(step1, inputs)))] == "viral"
 
 
 def keras_role(metadata, routed=False):
@@ -249,11 +249,16 @@ def load_keras_model(model, role="model"):
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
+def _scores(keras_model, inputs):
+    """The model's output for one image: a direct call (``predict`` builds a tf.data pipeline per call)."""
+    return np.asarray(keras_model(np.asarray(inputs, np.float32), training=False))[0]
+
+
 def _class_index(keras_model, model, inputs, prediction, role):
     """The class to explain: the answer's for an image export, the step model's own top class otherwise."""
     if role == "model":
         return model.class_names.index(prediction["predicted_class"])
-    return int(np.argmax(keras_model.predict(inputs, verbose=0)[0]))
+    return int(np.argmax(_scores(keras_model, inputs)))
 
 
 def _step_class(model, role, class_index):
