@@ -84,7 +84,7 @@ def main(argv=None):
         print(f"covid_keras app: http://{args.host}:{args.port} ({len(served)} model(s); Ctrl-C stops it)",
               flush=True)
         demo.launch(server_name=args.host, server_port=args.port, quiet=True, show_error=False,
-                    footer_links=["api"])
+                    footer_links=["api"], run_history=False)
     finally:
         workspace.close()
     return 0

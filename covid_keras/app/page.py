@@ -252,6 +252,9 @@ def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=300
                                         f"{keep_outputs!r}")
     os.environ["GRADIO_TEMP_DIR"] = workspace.gradio_dir
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # gradio 6 saves every run (inputs and outputs) in the browser for its "Runs" page unless told not to:
+    # patient images would stay in the browser's storage.
+    os.environ["GRADIO_RUN_HISTORY"] = "False"
     os.environ.setdefault("GRADIO_FLAGGING_MODE", "never")  # Blocks has no Flag button; nor will an added Interface
     import gradio as gr
 

@@ -85,6 +85,9 @@ def mr_study(tmp_path_factory):
 def test_xray_endpoint_answers_as_predict_and_returns_pngs(launch_app, client_for, tiny_two_step_export,
                                                            phantom_xray_pngs):
     app = launch_app([tiny_two_step_export])
+    # no run history: gradio 6 would otherwise keep every upload and answer in the browser's storage
+    assert app.demo.run_history is False and "runs" not in app.demo.footer_links
+    assert app.demo.config["run_history"] is False
     client = client_for(app)
     image = phantom_xray_pngs["covid"]
     status, label, heat, view, step1, step2, step1_heat, cleared = client.predict(
