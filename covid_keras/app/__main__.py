@@ -21,14 +21,16 @@ sent anywhere (analytics off). Research software, not a medical device.
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 
-from covid_keras import cli
+from covid_keras import cli, errors
 
 cli.quiet_tensorflow(__name__)  # before anything imports TensorFlow
 
 DEFAULT_PORT = 7860
 DEFAULT_KEEP_OUTPUTS = 300
+DEFAULT_MAX_UPLOAD_MB = 2048
 
 
 def _is_loopback(host):
@@ -36,6 +38,10 @@ def _is_loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def parse_args(argv=None):
@@ -52,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--keep-outputs", type=int, default=DEFAULT_KEEP_OUTPUTS, metavar="SECONDS",
                         help="seconds an answer's pictures stay on disk for the browser to fetch, and the "
                              "longest an upload waits for its button before it is deleted")
+    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                        help="largest upload accepted (a 1,000-slice 512x512 CT study zips to about 0.5 GB)")
     parser.add_argument("--allow-folders", choices=("auto", "yes", "no"), default="auto",
                         help="offer a field to type a study's folder on this machine (auto: only when "
                              "--host is a loopback address)")
@@ -64,6 +72,11 @@ def parse_args(argv=None):
         parser.error(f"--port must be between 1 and 65535. Received: {args.port}")
     if args.keep_outputs < 1:
         parser.error(f"--keep-outputs must be at least 1 second. Received: {args.keep_outputs}")
+    if args.max_upload_mb < 1:
+        parser.error(f"--max-upload-mb must be at least 1. Received: {args.max_upload_mb}")
+    if args.allow_folders == "yes" and not _is_loopback(args.host):
+        parser.error(f"--allow-folders yes with --host {args.host} would let anyone who reaches the page read "
+                     "this machine's folders; serve on a loopback address or leave it at auto.")
     return args
 
 
@@ -77,15 +90,28 @@ def main(argv=None):
     allow_folders = args.allow_folders == "yes" or (args.allow_folders == "auto" and _is_loopback(args.host))
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s")
     workspace = uploads.Workspace(args.workspace)
+    demo = None
+    # SIGTERM / SIGHUP (a service manager, a closed terminal) stop the app as Ctrl-C does, so the workspace goes.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         for model in served:
             model.signature  # noqa: B018 - load every SavedModel before the page opens
         demo = build_app(served, workspace, allow_folders=allow_folders, keep_outputs=args.keep_outputs)
         print(f"covid_keras app: http://{args.host}:{args.port} ({len(served)} model(s); Ctrl-C stops it)",
               flush=True)
-        demo.launch(server_name=args.host, server_port=args.port, quiet=True, show_error=False,
-                    footer_links=["api"], run_history=False)
+        try:
+            demo.launch(server_name=args.host, server_port=args.port, quiet=True, show_error=False,
+                        footer_links=["api"], run_history=False, max_file_size=f"{args.max_upload_mb}mb")
+        except OSError as e:
+            raise errors.ConfigurationError(
+                f"the app cannot listen on {args.host}:{args.port} ({type(e).__name__}); the port may be in use, "
+                "choose another with --port."
+            ) from None
     finally:
+        if demo is not None:
+            demo.close()  # stop answering before the workspace goes
         workspace.close()
     return 0
 

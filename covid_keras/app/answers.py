@@ -20,11 +20,11 @@ and TF Serving; the heat maps use the Keras models the export keeps
 
   - slice classifier (paper 001): the curve is each slice's class
     probabilities (the answer is their mean); the suspicious slices are the
-    three with the lowest probability of the normal class (or, with no
-    class named normal, the highest of the answer's class); each is
-    explained at ``stage5`` (``last_conv`` for a model without stages) for
-    the answer's class, or, when the answer is normal, for the slice's own
-    most probable other class;
+    three with the highest probability of the answer's class (for a normal
+    answer, the lowest probability of normal); each is explained at
+    ``stage5`` (``last_conv`` for a model without stages) for the answer's
+    class, or, when the answer is normal, for the slice's own most probable
+    other class;
   - patient pipeline (paper 001's heads and ensemble): the answer is the
     pipeline's; the curve and the slices come from its slice model, run a
     second time in Keras (the pipeline's signature gives the patient answer
@@ -32,7 +32,9 @@ and TF Serving; the heat maps use the Keras models the export keeps
   - volume model (paper 000): the model answers for the whole volume, so
     there is no per-slice probability: the curve is the share of the 3-D
     Grad-CAM map (``last_conv``, the answer's class) in each axial cut, and
-    the suspicious slices are the three axial cuts holding most of it.
+    the suspicious slices are the three axial cuts holding most of it. The
+    cuts are of the model's input: the series' lung range resampled to a
+    cube (paper 000's pipeline), so cut numbers are not series slices.
 
 Nothing returned names the patient: no PatientName, PatientID or birth
 date, not even the pseudonymous id (the page has one study at a time).
@@ -259,7 +261,7 @@ def normal_index(class_names):
 
 
 def suspicious_slices(per_slice, class_names, predicted, k=TOP_SLICES):
-    """The ``k`` slices that most suggest disease, most suspicious first.
+    """The ``k`` slices that most support the answer (for a normal answer: most suggest disease), first first.
 
     Args:
         per_slice: float [n, classes], slice probabilities.
@@ -268,17 +270,18 @@ def suspicious_slices(per_slice, class_names, predicted, k=TOP_SLICES):
         k: how many.
 
     Returns:
-        Slice indices: the lowest probability of the normal class, or, with
-        no class named normal, the highest probability of ``predicted``
-        (ties: the earlier slice first).
+        Slice indices: the highest probability of ``predicted``; when
+        ``predicted`` is the class named normal, the lowest probability of
+        it (ties: the earlier slice first).
 
     Example:
-        >>> suspicious_slices(np.array([[.9, .1], [.2, .8], [.5, .5]]), ["Normal", "COVID-19"], "COVID-19", k=2)
-        [1, 2]
+        >>> p, names = np.array([[.9, .1, .0], [.2, .2, .6], [.4, .5, .1]]), ["Normal", "CAP", "COVID-19"]
+        >>> suspicious_slices(p, names, "CAP", k=2), suspicious_slices(p, names, "Normal", k=2)
+        ([2, 1], [1, 2])
     """
     per_slice = np.asarray(per_slice, dtype=np.float64)
-    normal = normal_index(class_names)
-    score = 1.0 - per_slice[:, normal] if normal is not None else per_slice[:, list(class_names).index(predicted)]
+    answer = list(class_names).index(predicted)
+    score = 1.0 - per_slice[:, answer] if answer == normal_index(class_names) else per_slice[:, answer]
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
 
 
@@ -302,7 +305,8 @@ def _layer(keras_model):
     return CT_LAYER if CT_LAYER in names else LAST_CONV
 
 
-def curve_picture(values, labels, marked, *, ylabel, title):
+def curve_picture(values, labels, marked, *, ylabel, title, xlabel="slice position in the series (from 0, in "
+                  "the order of the slice positions; not InstanceNumber)"):
     """A line plot along z as uint8 RGB (matplotlib's Agg canvas, no pyplot).
 
     Args:
@@ -325,7 +329,7 @@ def curve_picture(values, labels, marked, *, ylabel, title):
         ax.axvline(i, color="0.3", linestyle=":", linewidth=1)
         ax.annotate(str(rank), (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                     fontsize=8)
-    ax.set_xlabel("slice along z (series order)")
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, pad=14)
     ax.set_xlim(-0.5, max(len(values) - 0.5, 0.5))
@@ -391,7 +395,7 @@ def _volume_panels(explainer, inputs, class_index, class_names):
     panels = []
     for rank, d in enumerate(indices, start=1):
         what = f"{share[d]:.0%} of the {name} map" if share.any() else f"centre, {name} map all zero"
-        caption = f"#{rank} axial cut {d}/{len(cam)}: {what}"
+        caption = f"#{rank} lung-volume cut {d}/{len(cam)}: {what}"
         panels.append((picture(grey[d], cam[d], min_side=MIN_SIDE)[0], caption))
     return share, indices, panels
 
@@ -449,7 +453,9 @@ def answer_study(folder, served, keras_models=None, progress=None):
         explainer = keras_models.explainer(keras_models(served))
         share, indices, panels = _volume_panels(explainer, inputs, names.index(predicted), names)
         curve = curve_picture(share[:, None], [f"{LAST_CONV} map share"], indices, ylabel="share of the map",
-                              title="Grad-CAM of the volume, per axial cut (the model answers for the volume)")
+                              title="Grad-CAM of the volume, per axial cut (the model answers for the volume)",
+                              xlabel=f"axial cut of the model's {len(share)}-cube (the lung range, resampled; "
+                                     "not series slices)")
         explained = f"Grad-CAM of the 3-D model at {LAST_CONV} for {predicted}, cut axially"
     else:
         role = "slice_model" if served.kind == "patient_pipeline" else "model"
@@ -457,6 +463,12 @@ def answer_study(folder, served, keras_models=None, progress=None):
         per_slice = answer.per_slice
         if per_slice is None:  # a patient pipeline: its slice model, in Keras
             per_slice = np.asarray(keras_model.predict(inputs, batch_size=32, verbose=0), dtype=np.float32)
+            if per_slice.shape[-1] != len(names):
+                raise errors.ServingError(
+                    f"export {served.name} (version {served.version}): its slice model answers "
+                    f"{per_slice.shape[-1]} classes but the pipeline {len(names)}, so its slices cannot be "
+                    "shown; export a pipeline whose slice model has the pipeline's classes."
+                )
         indices = suspicious_slices(per_slice, names, predicted)
         classes = slice_classes(per_slice, names, predicted, indices)
         panels, layer = _slice_panels(keras_models.explainer(keras_model), inputs, indices, classes, names,
@@ -464,7 +476,7 @@ def answer_study(folder, served, keras_models=None, progress=None):
         source = "its slice model" if served.kind == "patient_pipeline" else "the model"
         curve = curve_picture(per_slice, names, indices, ylabel="probability",
                               title=f"Slice probabilities from {source} (numbers: the suspicious slices)")
-        which = "least likely normal" if normal_index(names) is not None else f"most likely {predicted}"
+        which = "least likely normal" if names.index(predicted) == normal_index(names) else f"most likely {predicted}"
         explained = f"Grad-CAM at {layer} of the {len(indices)} slices {which}"
     if progress is not None:
         progress(1.0, "Done")

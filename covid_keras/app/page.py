@@ -7,7 +7,10 @@ page's buttons call and ``gradio_client`` reaches:
   model view, step 1, step 2, step 1's heat map (a two-step answer from
   step 2), and the cleared upload;
 * ``/ct`` (model label, study .zip, folder path) -> status, patient answer,
-  slice curve, the suspicious slices (a gallery), and the cleared upload.
+  slice curve, the suspicious slices (a gallery), the cleared upload and
+  the cleared folder field.
+
+Answers run one at a time across both tabs (one queue, :data:`ANSWERS`).
 
 The status is Markdown: the answer in words, or the package's one-sentence
 error for bad input (``covid_keras.errors``), never a traceback; any other
@@ -28,6 +31,9 @@ from covid_keras import errors
 from covid_keras.app import answers, uploads
 
 LOG = logging.getLogger("covid_keras.app")
+#: Both tabs' answers share one queue, one at a time: the models share the CPU, and the readers' warnings are
+#: caught with ``warnings.catch_warnings``, which is process-wide (two answers at once would swap their notes).
+ANSWERS = "answers"
 #: Where the package's own modules live: the page shows the warnings they give.
 _PACKAGE = os.path.dirname(os.path.abspath(errors.__file__))
 TITLE = "covid_keras — chest X-ray and CT"
@@ -41,7 +47,13 @@ class Models:
     def __init__(self, served_models):
         self.by_label = {}
         for served in served_models:
-            self.by_label.setdefault(answers.describe(served), served)
+            label = answers.describe(served)
+            if label in self.by_label and self.by_label[label].version_dir != served.version_dir:
+                raise errors.ConfigurationError(
+                    f"two exports are both {label!r} ({self.by_label[label].version_dir} and "
+                    f"{served.version_dir}); give each model name and version once."
+                )
+            self.by_label[label] = served
         self.keras = answers.KerasModels()
 
     def labels(self, kind):
@@ -145,7 +157,7 @@ def ct_handler(models, workspace, allow_folders):
     import gradio as gr
 
     def classify_study(label, upload, folder_path, progress=gr.Progress()):
-        paths = [upload]
+        paths = [upload, (folder_path or "").strip()]  # a typed folder's name may be a patient's too
         try:
             with _guarded(workspace, [upload]) as caught, workspace.staging() as staging:
                 served = models.get(label, "ct")
@@ -155,7 +167,7 @@ def ct_handler(models, workspace, allow_folders):
                 answer = answers.answer_study(folder, served, models.keras,
                                               progress=lambda f, text: progress(f, desc=text))
         except Exception as e:  # noqa: BLE001 - every failure becomes one sentence in the page
-            return _failure(e, paths), None, None, None, None
+            return _failure(e, paths), None, None, None, None, ""
         LOG.info("app: answered a CT study of %d slices with %s in %.2f s", answer.slices, served.name,
                  sum(answer.seconds.values()))
         status = (f"**Patient answer:** {answer.predicted_class} "
@@ -163,12 +175,12 @@ def ct_handler(models, workspace, allow_folders):
                   f"{answer.slices} slices) — {answers.describe(served)}. Heat maps: {answer.explained}. "
                   f"Answered in {answer.seconds['answer'] + answer.seconds['heatmaps']:.1f} s."
                   + _notes(caught, paths))
-        return status, answer.probabilities, answer.curve, answer.suspicious, None
+        return status, answer.probabilities, answer.curve, answer.suspicious, None, ""
 
     return classify_study
 
 
-def _describe_choice(models, kind):
+def _describe_choice(models):
     def show(label):
         served = models.by_label.get(label)
         if served is None:
@@ -183,8 +195,8 @@ def _xray_tab(gr, models, workspace):
     labels = models.labels("xray")
     with gr.Tab("X-ray"):
         model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="xray-model")
-        about = gr.Markdown(_describe_choice(models, "xray")(labels[0]))
-        model.change(_describe_choice(models, "xray"), model, about, api_name=False)
+        about = gr.Markdown(_describe_choice(models)(labels[0]))
+        model.change(_describe_choice(models), model, about, api_name=False)
         upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="xray-upload")
         button = gr.Button("Classify X-ray", variant="primary", elem_id="xray-submit")
         status = gr.Markdown(elem_id="xray-status")
@@ -200,15 +212,16 @@ def _xray_tab(gr, models, workspace):
             step1 = gr.Label(label="Step 1", visible=False, elem_id="xray-step1")
             step2 = gr.Label(label="Step 2", visible=False, elem_id="xray-step2")
         button.click(xray_handler(models, workspace), [model, upload],
-                     [status, probabilities, heatmap, view, step1, step2, step1_heat, upload], api_name="xray")
+                     [status, probabilities, heatmap, view, step1, step2, step1_heat, upload], api_name="xray",
+                     concurrency_limit=1, concurrency_id=ANSWERS)
 
 
 def _ct_tab(gr, models, workspace, allow_folders):
     labels = models.labels("ct")
     with gr.Tab("CT study"):
         model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="ct-model")
-        about = gr.Markdown(_describe_choice(models, "ct")(labels[0]))
-        model.change(_describe_choice(models, "ct"), model, about, api_name=False)
+        about = gr.Markdown(_describe_choice(models)(labels[0]))
+        model.change(_describe_choice(models), model, about, api_name=False)
         upload = gr.File(label="CT study: a .zip of its DICOM files", type="filepath", elem_id="ct-upload")
         folder = gr.Textbox(label="or the study's folder on this machine", visible=allow_folders,
                             elem_id="ct-folder")
@@ -219,7 +232,8 @@ def _ct_tab(gr, models, workspace, allow_folders):
         slices = gr.Gallery(label="The most suspicious slices, with Grad-CAM", format="png", columns=3,
                             elem_id="ct-slices")
         button.click(ct_handler(models, workspace, allow_folders), [model, upload, folder],
-                     [status, probabilities, curve, slices, upload], api_name="ct")
+                     [status, probabilities, curve, slices, upload, folder], api_name="ct",
+                     concurrency_limit=1, concurrency_id=ANSWERS)
 
 
 def build_app(served_models, workspace, *, allow_folders=False, keep_outputs=300):

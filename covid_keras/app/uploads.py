@@ -19,12 +19,16 @@ Errors name the upload as "the uploaded file" (:func:`scrub`), never by
 its path or name.
 """
 
+import bz2  # noqa: F401 - its errors are OSError: a corrupt bzip2 member is caught with them
 import contextlib
+import lzma
 import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
+import zlib
 
 from covid_keras import errors
 
@@ -33,7 +37,13 @@ UPLOAD = "the uploaded file"
 #: A study zip holding more members than this is refused (a CT study has a few hundred to a few thousand files).
 MAX_MEMBERS = 20000
 #: A study zip unpacking to more bytes than this is refused (a 1,000-slice 512^2 CT is about 0.5 GB).
-MAX_UNPACKED_BYTES = 8 * 1024**3
+MAX_UNPACKED_BYTES = 4 * 1024**3
+#: A zip whose members shrank more than this (uncompressed / compressed) is refused as a zip bomb;
+#: DICOM CT compresses 2-5 times.
+MAX_RATIO = 200
+#: Seconds after which an empty spool file gradio left in its cache root is deleted (a younger one may be
+#: an upload still arriving).
+SPOOL_SECONDS = 10
 #: Characters a staged file's suffix keeps (the readers use the suffix only as a hint).
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
@@ -49,14 +59,22 @@ def neutral_suffix(name):
     return suffix if _SUFFIX.match(suffix) else ""
 
 
+#: The package's pseudonymous study names (``series se-<12 hex> of patient pt-<12 hex>``): stable per machine,
+#: so the page shows "the study" instead.
+_PSEUDONYMS = re.compile(r"(series se-[0-9a-f]{12} of patient pt-[0-9a-f]{12}|(?:patient|series) (?:pt|se)-[0-9a-f]{12}"
+                         r"|\b(?:pt|se)-[0-9a-f]{12}\b)")
+
+
 def scrub(message, paths):
-    """``message`` with each of ``paths`` (and its file name) replaced by "the uploaded file".
+    """``message`` with ``paths`` (and their file names) as "the uploaded file" and pseudonyms as "the study".
 
     Example:
         >>> scrub("/tmp/x/Doe_John.png: is not an image.", ["/tmp/x/Doe_John.png"])
         'the uploaded file: is not an image.'
+        >>> scrub("/s: series se-0123456789ab of patient pt-ba9876543210: no lungs found", ["/s"])
+        'the uploaded file: the study: no lungs found'
     """
-    message = str(message)
+    message = _PSEUDONYMS.sub("the study", str(message))
     for path in sorted({os.fspath(p) for p in paths if p}, key=len, reverse=True):
         message = message.replace(path, UPLOAD)
         name = os.path.basename(path)
@@ -102,6 +120,12 @@ def _members(archive):
             f"{UPLOAD} unpacks to {total / 1024**3:.1f} GB, more than the {MAX_UNPACKED_BYTES // 1024**3} GB "
             "allowed for one study; zip one study."
         )
+    packed = sum(info.compress_size for info in members)
+    if total > MAX_RATIO * max(packed, 1) and total > 64 * 1024**2:
+        raise errors.NoDicomError(
+            f"{UPLOAD} unpacks to {total / max(packed, 1):.0f} times its size, which no DICOM study does; "
+            "zip the study's files with a standard zip tool."
+        )
     if any(info.flag_bits & 0x1 for info in members):
         raise errors.NoDicomError(f"{UPLOAD} is an encrypted zip; zip the study without a password.")
     return members
@@ -133,19 +157,44 @@ def unzip_study(upload, folder):
                 target = os.path.join(folder, f"f{k:05d}{neutral_suffix(info.filename)}")
                 with archive.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error, lzma.LZMAError,
+            OSError) as e:
         raise errors.NoDicomError(
             f"{UPLOAD} cannot be unpacked ({type(e).__name__}); zip the study again with a standard zip tool."
         ) from None
     return folder
 
 
+def _private_folder(root):
+    """``root`` made private (0700) and empty: the app removes it when it stops, so it must hold nothing else."""
+    root = os.path.abspath(root)
+    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+        raise errors.ConfigurationError(
+            f"--workspace {root}: exists and is not an empty folder; the app removes its workspace when it "
+            "stops, so give a new or empty folder."
+        )
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)
+    except OSError as e:
+        raise errors.ConfigurationError(
+            f"--workspace {root}: cannot be made ({type(e).__name__}); give a writable folder."
+        ) from None
+    return root
+
+
 class Workspace:
     """The app's one private temporary folder, emptied after each answer and removed on close.
 
     Args:
-        root: the folder to use (made when missing); by default a new
-            ``covid_keras_app_*`` folder in the system's temporary folder.
+        root: the folder to use: made (private, mode 0700) when missing;
+            an existing one must be empty, since :meth:`close` removes it;
+            by default a new ``covid_keras_app_*`` folder in the system's
+            temporary folder.
+
+    Raises:
+        ConfigurationError: ``root`` exists and is not an empty folder, or
+            cannot be made.
 
     Attributes:
         root: the folder.
@@ -154,7 +203,7 @@ class Workspace:
     """
 
     def __init__(self, root=None):
-        self.root = os.path.abspath(root) if root else tempfile.mkdtemp(prefix="covid_keras_app_")
+        self.root = _private_folder(root) if root else tempfile.mkdtemp(prefix="covid_keras_app_")
         self.gradio_dir = os.path.join(self.root, "gradio")
         self.work_dir = os.path.join(self.root, "work")
         os.makedirs(self.gradio_dir, exist_ok=True)
@@ -176,8 +225,11 @@ class Workspace:
     def forget(self, *uploads):
         """Deletes the uploads (files gradio stored for this answer), their folders when empty, and stray spools.
 
-        Only paths inside the workspace are touched. Gradio leaves an empty
-        ``tmp*`` spool file per upload in its cache root; those go too.
+        Only paths inside the workspace are touched. Empty folders of
+        gradio's cache go too (gradio's sweep deletes files only, leaving
+        each upload's content-hash folder), and the empty ``tmp*`` spool
+        files gradio leaves in its cache root once older than
+        :data:`SPOOL_SECONDS`.
         """
         for upload in uploads:
             if not upload or not self._inside(upload) or not os.path.isfile(upload):
@@ -186,10 +238,14 @@ class Workspace:
                 os.remove(upload)
             with contextlib.suppress(OSError):  # not empty: another upload shares it
                 os.rmdir(os.path.dirname(upload))
+        now = time.time()
         with os.scandir(self.gradio_dir) as entries:
             for entry in entries:
-                if entry.is_file() and entry.name.startswith("tmp") and entry.stat().st_size == 0:
-                    with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        os.rmdir(entry.path)  # only when empty: a swept upload's content-hash folder
+                    elif (entry.name.startswith("tmp") and entry.stat().st_size == 0
+                          and now - entry.stat().st_mtime > SPOOL_SECONDS):
                         os.remove(entry.path)
 
     def files(self):

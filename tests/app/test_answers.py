@@ -134,11 +134,11 @@ def test_study_answer_curve_slices_and_maps(ct_export, study):
     assert got.slices == expected["slices"] == 10 and got.aggregation == "mean_of_slices"
     run = serving.answer_study(study, ct_export)
     per_slice = ct_export(run.inputs)  # the signature on every slice, here
-    normal = per_slice[:, CT3.index("Normal")]
-    order = [int(i) for i in np.argsort(normal, kind="stable")[:3]]
+    predicted = CT3.index(got.predicted_class)
+    score = 1.0 - per_slice[:, 0] if predicted == 0 else per_slice[:, predicted]  # Normal is class 0
+    order = [int(i) for i in np.argsort(-score, kind="stable")[:3]]
     assert [int(c.split("slice ")[1].split(":")[0]) for _, c in got.suspicious] == order
     keras_model = cache(ct_export)
-    predicted = CT3.index(got.predicted_class)
     for (picture, caption), i in zip(got.suspicious, order):
         cls = predicted if predicted != 0 else 1 + int(np.argmax(per_slice[i, 1:]))
         assert f"{CT3[cls]} map, p={per_slice[i, cls]:.2f}" in caption
@@ -175,6 +175,8 @@ def test_a_head_ct_is_refused_before_any_answer(ct_export, tmp_path, testdata):
 def test_normal_answers_explain_each_slice_s_own_disease_class():
     per_slice = np.array([[0.9, 0.05, 0.05], [0.3, 0.6, 0.1], [0.4, 0.1, 0.5]])
     assert answers.suspicious_slices(per_slice, CT3, "Normal", k=2) == [1, 2]
+    assert answers.suspicious_slices(per_slice, CT3, "CAP", k=2) == [1, 2]  # the answer's own class
+    assert answers.suspicious_slices(per_slice, CT3, "COVID-19", k=1) == [2]
     assert answers.slice_classes(per_slice, CT3, "Normal", [1, 2]) == [1, 2]
     assert answers.slice_classes(per_slice, CT3, "COVID-19", [1, 2]) == [2, 2]
     # no class named normal: the answer's own probability ranks the slices
@@ -201,7 +203,7 @@ def test_volume_answer_cuts_where_the_3d_map_is(volume_export, study):
     cam = explain.gradcam(cache(volume_export), run.inputs, class_index=cls, layer="last_conv")[0]
     mass = cam.reshape(len(cam), -1).sum(axis=1)
     cuts = [int(i) for i in np.argsort(-mass, kind="stable")[:3]] if mass.sum() > 0 else [6, 7, 8]
-    assert [int(c.split("axial cut ")[1].split("/")[0]) for _, c in got.suspicious] == cuts
+    assert [int(c.split("lung-volume cut ")[1].split("/")[0]) for _, c in got.suspicious] == cuts
     for (picture, _), d in zip(got.suspicious, cuts):
         np.testing.assert_array_equal(
             picture, heatmap.picture(run.inputs[0, d, ..., 0] * 255.0, cam[d], min_side=answers.MIN_SIDE)[0])

@@ -40,6 +40,31 @@ def test_a_missing_export_is_one_sentence(tmp_path, capsys):
     assert status == cli.EXIT_BAD_INPUT and err.startswith("error: ") and "\n" not in err
 
 
+def test_folders_off_loopback_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        app_cli.parse_args(["--model", "m", "--host", "0.0.0.0", "--allow-folders", "yes"])
+    assert "loopback" in capsys.readouterr().err
+
+
+def test_a_port_in_use_and_a_used_workspace_are_one_sentence(tiny_two_step_export, tmp_path, capsys):
+    import socket
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert cli.run(app_cli.main, ["--model", tiny_two_step_export, "--workspace", str(mine)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err and (mine / "notes.txt").exists()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        status = cli.run(app_cli.main, ["--model", tiny_two_step_export, "--port", str(port),
+                                        "--workspace", str(tmp_path / "ws")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2 and err.startswith("error: ") and "--port" in err
+    assert not (tmp_path / "ws").exists()
+
+
 @pytest.mark.parametrize("host, allowed", [("127.0.0.1", True), ("::1", True), ("localhost", True),
                                            ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_folders_are_offered_on_loopback_only_by_default(host, allowed):
@@ -67,7 +92,8 @@ def _wait_for_page(url, proc, seconds=120):
     pytest.fail(f"no page at {url} after {seconds} s")
 
 
-def test_the_command_serves_the_page_and_removes_its_workspace_on_ctrl_c(tiny_two_step_export, tmp_path):
+def test_the_command_serves_the_page_and_removes_its_workspace_when_stopped(tiny_two_step_export, tmp_path):
+    """SIGTERM (a service manager's stop) ends the app as Ctrl-C does: the workspace is removed."""
     port, workspace = _free_port(), tmp_path / "workspace"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "covid_keras.app", "--model", tiny_two_step_export,
@@ -78,13 +104,13 @@ def test_the_command_serves_the_page_and_removes_its_workspace_on_ctrl_c(tiny_tw
         assert status == 200 and "covid_keras" in page
         assert os.path.isdir(workspace / "gradio") and os.path.isdir(workspace / "work")
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            pytest.fail("the app did not stop within 60 s of Ctrl-C")
+            pytest.fail("the app did not stop within 60 s of SIGTERM")
     assert proc.returncode in (0, cli.EXIT_INTERRUPTED), err[-2000:]
     assert f"http://127.0.0.1:{port}" in out and "Traceback" not in err
     assert not workspace.exists()  # emptied and removed when the app stops

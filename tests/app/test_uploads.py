@@ -95,13 +95,20 @@ def test_workspace_forgets_uploads_and_spools_only_inside_itself(tmp_path):
     open(upload, "wb").write(b"x")
     spool = os.path.join(ws.gradio_dir, "tmpab12cd")
     open(spool, "wb").close()
+    old = uploads.SPOOL_SECONDS + 5
+    os.utime(spool, (os.path.getatime(spool) - old, os.path.getmtime(spool) - old))
+    arriving = os.path.join(ws.gradio_dir, "tmpnew123")  # an upload's spool still arriving: kept
+    open(arriving, "wb").close()
+    swept = os.path.join(ws.gradio_dir, "f00d" * 16)  # the content-hash folder gradio's sweep left empty
+    os.makedirs(swept)
     output = os.path.join(ws.gradio_dir, "feed", "image.png")  # an answer's picture: gradio's sweep owns it
     os.makedirs(os.path.dirname(output))
     open(output, "wb").write(b"y")
     outside = tmp_path / "outside.png"
     outside.write_bytes(b"z")
     ws.forget(upload, str(outside), None)
-    assert ws.files() == [output]
+    assert ws.files() == sorted([output, arriving]) and not os.path.exists(swept)
+    os.remove(arriving)
     assert not os.path.exists(upload_dir) and outside.exists()
     with pytest.raises(RuntimeError), ws.staging() as folder:
         open(os.path.join(folder, "image.png"), "wb").write(b"x")
@@ -109,3 +116,33 @@ def test_workspace_forgets_uploads_and_spools_only_inside_itself(tmp_path):
     assert not os.path.exists(folder) and ws.files() == [output]
     ws.close()
     assert not os.path.exists(ws.root)
+
+
+def test_a_given_workspace_must_be_new_or_empty_and_is_made_private(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep me")
+    with pytest.raises(errors.ConfigurationError, match="not an empty folder"):
+        uploads.Workspace(str(mine))
+    assert (mine / "thesis.txt").read_text() == "keep me"
+    ws = uploads.Workspace(str(tmp_path / "new"))
+    assert oct(os.stat(ws.root).st_mode & 0o777) == "0o700"
+    ws.close()
+    assert not os.path.exists(ws.root)
+
+
+def test_a_corrupt_member_and_a_zip_bomb_are_one_sentence(tmp_path):
+    good = _zip(tmp_path / "ok.zip", {})
+    with zipfile.ZipFile(good, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.dcm", os.urandom(4096) + b"x" * 4096)
+    raw = bytearray(open(good, "rb").read())
+    start = raw.index(b"a.dcm") + len("a.dcm")  # the local header's name, then the deflate stream
+    raw[start + 40:start + 80] = bytes(40)  # damage the stream, not the headers
+    open(good, "wb").write(bytes(raw))
+    with pytest.raises(errors.NoDicomError, match="cannot be unpacked"):
+        uploads.unzip_study(good, str(tmp_path))
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.dcm", bytes(100 * 1024**2))  # 100 MB of zeros: about 100 KB zipped
+    with pytest.raises(errors.NoDicomError, match="times its size"):
+        uploads.unzip_study(str(bomb), str(tmp_path))
