@@ -191,12 +191,19 @@ def _describe_choice(models):
     return show
 
 
+def _model_picker(gr, models, labels, kind):
+    """The tab's model selector and the line describing the chosen model."""
+    show = _describe_choice(models)
+    model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id=f"{kind}-model")
+    about = gr.Markdown(show(labels[0]))
+    model.change(show, model, about, api_name=False)
+    return model
+
+
 def _xray_tab(gr, models, workspace):
     labels = models.labels("xray")
     with gr.Tab("X-ray"):
-        model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="xray-model")
-        about = gr.Markdown(_describe_choice(models)(labels[0]))
-        model.change(_describe_choice(models), model, about, api_name=False)
+        model = _model_picker(gr, models, labels, "xray")
         upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="xray-upload")
         button = gr.Button("Classify X-ray", variant="primary", elem_id="xray-submit")
         status = gr.Markdown(elem_id="xray-status")
@@ -219,9 +226,7 @@ def _xray_tab(gr, models, workspace):
 def _ct_tab(gr, models, workspace, allow_folders):
     labels = models.labels("ct")
     with gr.Tab("CT study"):
-        model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="ct-model")
-        about = gr.Markdown(_describe_choice(models)(labels[0]))
-        model.change(_describe_choice(models), model, about, api_name=False)
+        model = _model_picker(gr, models, labels, "ct")
         upload = gr.File(label="CT study: a .zip of its DICOM files", type="filepath", elem_id="ct-upload")
         folder = gr.Textbox(label="or the study's folder on this machine", visible=allow_folders,
                             elem_id="ct-folder")
