@@ -629,3 +629,115 @@ def interpolate_slices(slices, labels=None, factor=INTERPOLATION_FACTOR):
     positions = np.concatenate(part_pos)
     new_labels = np.concatenate(part_labels) if lab is not None else None
     return new_slices, new_labels, positions
+
+
+# --------------------------------------------------------------------------
+# ct_slices chunk by chunk (for callers that overlap it with other work)
+# --------------------------------------------------------------------------
+
+
+def _check_chunk_size(chunk_size):
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise errors.ConfigurationError(
+            f"`chunk_size` must be a positive integer (slices per chunk). Received: chunk_size={chunk_size!r}"
+        )
+    return int(chunk_size)
+
+
+def _grey_range(hu, normalization, window, where):
+    """``to_uint8``'s (clip window, offset, scale) for the whole volume, without its float32 copy.
+
+    The min-max range of the clipped volume is the clipped range of the
+    volume (clipping is monotone, and so is the cast to float32), so each
+    chunk can then be mapped alone with exactly ``to_uint8``'s arithmetic.
+    """
+    clip = _check_normalization(normalization, window)
+    if not np.all(np.isfinite(hu)):  # to_uint8's check and message, as ct_slices words it
+        raise errors.PreprocessingError(
+            f"{where}: The HU array holds NaN or infinite values; fix or drop the series before preprocessing."
+        )
+    lo, hi = clip
+    if normalization == "minmax":
+        lo = float(np.clip(np.float32(hu.min()), clip[0], clip[1]))
+        hi = float(np.clip(np.float32(hu.max()), clip[0], clip[1]))
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return clip, lo, scale
+
+
+def _grey_chunk(hu, clip, lo, scale):
+    """HU slices -> uint8 grey, ``to_uint8``'s steps with the volume's ``lo`` and ``scale``."""
+    grey = np.clip(np.asarray(hu, dtype=np.float32), clip[0], clip[1])
+    grey -= np.float32(lo)
+    grey *= np.float32(scale)
+    np.rint(grey, out=grey)
+    np.clip(grey, 0, 255, out=grey)
+    return grey.astype(np.uint8)
+
+
+def _chunks(hu, chunk_size, grey_range, size, brightness, sigma, threshold):
+    for start in range(0, hu.shape[0], chunk_size):
+        grey = _grey_chunk(hu[start:start + chunk_size], *grey_range)
+        out = np.empty((grey.shape[0], size, size), dtype=np.uint8)
+        for k, img in enumerate(grey):
+            out[k] = resize_slice(brighten(_body_roi_slice(img, sigma, threshold), brightness), size)
+        yield out
+
+
+def ct_slice_chunks(ct, chunk_size, *, size=SIZE, brightness=BRIGHTNESS, normalization="minmax",
+                    window=HU_WINDOW, sigma=SIGMA, threshold=None):
+    """:func:`ct_slices`' output, ``chunk_size`` slices at a time (paper 001).
+
+    For a caller that runs something beside the preprocessing
+    (:func:`covid_keras.serving.predict_study` runs the model on one chunk
+    while the next is made). The checks and the volume's grey range (the
+    min-max normalisation is over the whole volume) are done by this call;
+    each chunk's grey levels, body RoI, brightness and resize are done when
+    the chunk is asked for. Concatenated, the chunks equal
+    ``ct_slices(ct, ...)`` bit for bit, and no float32 copy of the whole
+    volume is made.
+
+    Args:
+        ct: a :class:`~covid_keras.data.dicom.CTSeries` (or a [z, y, x] HU
+            array). It must not change while the chunks are made.
+        chunk_size: slices per chunk (the last one may hold fewer).
+        size, brightness, normalization, window, sigma, threshold: as for
+            :func:`ct_slices`.
+
+    Returns:
+        An iterator of uint8 [<= chunk_size, size, size] arrays, in volume
+        order.
+
+    Raises:
+        ConfigurationError: a bad ``chunk_size`` or, as for
+            :func:`ct_slices`, a bad ``size``, ``brightness``,
+            ``normalization``, ``window``, ``sigma`` or ``threshold``.
+        PreprocessingError: as for :func:`ct_slices` (the same messages):
+            the volume is empty, not 3-D, or holds NaN.
+
+    Example:
+        >>> from covid_keras.data import synthetic
+        >>> hu, _, spacing = synthetic.phantom_volume("covid", n_slices=5, size=32)
+        >>> ct = synthetic.as_ct_series(hu, spacing)
+        >>> [c.shape for c in ct_slice_chunks(ct, 2, size=16)]
+        [(2, 16, 16), (2, 16, 16), (1, 16, 16)]
+        >>> bool((np.concatenate(list(ct_slice_chunks(ct, 2, size=16))) == ct_slices(ct, size=16)).all())
+        True
+    """
+    # ct_slices' checks, in its order (ct_slices itself is left as it is).
+    chunk_size = _check_chunk_size(chunk_size)
+    size = _check_size(size)
+    brightness = _check_brightness(brightness)
+    _check_normalization(normalization, window)
+    _check_mask_args(sigma, threshold)
+    hu = np.asarray(getattr(ct, "hu", ct))
+    where = _series_name(ct)
+    if hu.ndim != 3:
+        raise errors.PreprocessingError(
+            f"{where}: expected a [z, y, x] volume, got shape {hu.shape}; pass a CT series."
+        )
+    if hu.size == 0:
+        raise errors.PreprocessingError(
+            f"{where}: the volume is empty (shape {hu.shape}); the series has no usable slice."
+        )
+    grey_range = _grey_range(hu, normalization, window, where)
+    return _chunks(hu, chunk_size, grey_range, size, brightness, sigma, threshold)

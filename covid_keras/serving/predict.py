@@ -7,7 +7,10 @@ SavedModel's ``serving_default`` signature, as TF Serving would:
 * a CT series folder -> :func:`covid_keras.data.read_ct_series` ->
   :func:`covid_keras.preprocess.ct_slices` (size, brightness and
   normalisation from the metadata) -> uint8 [n, H, W] -> float32
-  [n, H, W, 3] (the grey slice repeated);
+  [n, H, W, 3] (the grey slice repeated); for a slice classifier the
+  slices are made ``batch_size`` at a time in a worker thread while the
+  model answers the ones before, the lung check beside them (see
+  :func:`answer_study`'s ``overlap``: the same answer, bit for bit);
 * for a volume model (preprocessing ``volume3d``, paper 000) a CT series
   folder -> :func:`covid_keras.data.read_ct_series` ->
   :func:`covid_keras.preprocess.volume3d` (normalisation from the
@@ -47,6 +50,7 @@ the result, never PatientName or PatientID. TensorFlow is imported only
 once the input has been read, so bad paths fail fast.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import time
@@ -227,6 +231,27 @@ def _naming(path, error):
     return type(error)(f"{path}: {message[:1].lower()}{message[1:]}")
 
 
+def _input_geometry(model):
+    """(side, channels) of the model's input, as its preprocessing makes it."""
+    size = int(model.preprocessing.get("size") or model.input_shape[1])
+    channels = int(model.input_shape[-1]) if model.input_shape else 3
+    return size, channels
+
+
+def _is_series(path, pipeline):
+    """Whether ``path`` is read as a CT series folder (a missing path is, for a CT pipeline)."""
+    return os.path.isdir(path) or (not os.path.exists(path) and pipeline in ("ct_slices", "volume3d"))
+
+
+def _ct_slices_options(model):
+    """The export's keyword arguments of :func:`covid_keras.preprocess.ct_slices` (besides ``size``)."""
+    prep = model.preprocessing
+    options = {k: prep[k] for k in ("brightness", "normalization") if k in prep}
+    if "window" in prep:
+        options["window"] = tuple(prep["window"])
+    return options
+
+
 def _read_and_preprocess(path, model, seconds, check_lungs=True, series_uid=None):
     """Returns (inputs float32 [n, H, W, C] or [1, D, H, W, 1], what, patient_id, slices read).
 
@@ -244,14 +269,13 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
 
     prep = model.preprocessing
     pipeline = prep.get("pipeline")
-    size = int(prep.get("size") or model.input_shape[1])
-    channels = int(model.input_shape[-1]) if model.input_shape else 3
+    size, channels = _input_geometry(model)
     if pipeline not in ("ct_slices", "xray", "volume3d"):
         raise errors.ServingError(
             f"{model.version_dir}: its metadata names preprocessing {pipeline!r}, which predict_study "
             "cannot redo; export it with covid_keras.serving.export."
         )
-    is_series = os.path.isdir(path) or (not os.path.exists(path) and pipeline in ("ct_slices", "volume3d"))
+    is_series = _is_series(path, pipeline)
     if pipeline == "volume3d":
         if not is_series:
             raise errors.ConfigurationError(
@@ -274,10 +298,7 @@ def _read_and_preprocess_unnamed(path, model, seconds, check_lungs, series_uid):
             from covid_keras.preprocess.lung_volume import require_lungs
 
             require_lungs(ct)
-        options = {k: prep[k] for k in ("brightness", "normalization") if k in prep}
-        if "window" in prep:
-            options["window"] = tuple(prep["window"])
-        slices = preprocess.ct_slices(ct, size=size, **options)
+        slices = preprocess.ct_slices(ct, size=size, **_ct_slices_options(model))
         inputs = _channels(slices, channels)
         seconds["preprocess"] = time.perf_counter() - start
         return inputs, "ct_series", ct.patient_id, len(inputs)
@@ -340,9 +361,12 @@ def predict_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, chec
         model_dir: an exported version folder (``saved_models/<name>/<v>``),
             a model folder (its latest version), or a :class:`ServedModel`
             from :func:`load_model`.
-        batch_size: slices per call of a slice classifier.
+        batch_size: slices per call of a slice classifier (and, for a CT
+            series, per chunk preprocessed beside the model).
         timings: add ``"seconds"``: ``load``, ``read``, ``preprocess``,
-            ``model`` and ``total`` wall-clock seconds.
+            ``model`` and ``total`` wall-clock seconds (with
+            ``"overlapped": True`` when preprocessing ran beside the model;
+            see :func:`answer_study` for what they mean then).
         check_lungs: refuse a CT series without lungs (a head or abdomen
             CT) with :class:`NoLungError` before the model answers for it.
             A volume model always refuses one: its ``volume3d`` pipeline
@@ -410,22 +434,49 @@ def _report(progress, stage, done, total):
 
 
 def answer_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check_lungs=True, series_uid=None,
-                 progress=None):
+                 progress=None, overlap=True):
     """:func:`predict_study`, keeping the model's input and the per-slice probabilities.
 
     For callers that show more than the answer (the app,
     :mod:`covid_keras.app`: the slice curve and the slices' heat maps).
 
+    With ``overlap`` (the default), a slice classifier given a CT series
+    folder does not wait for the whole study to be preprocessed: once the
+    series is read (the min-max normalisation needs all of it), a worker
+    thread makes the slices ``batch_size`` at a time (grey levels, body
+    RoI, brightness, resize:
+    :func:`covid_keras.preprocess.body_slices.ct_slice_chunks`) while the
+    SavedModel answers those already made, and a second one runs the lung
+    check beside them; loading the SavedModel overlaps the first chunks.
+    The answer, ``inputs`` and ``per_slice`` are the same, bit for bit, as
+    without it, and so are the errors (type and message; a lung check
+    failure still wins over any later error, as it comes first without
+    overlap); only a study that fails may have reported some ``"model"``
+    progress first. Other inputs and models run in order whatever
+    ``overlap`` says.
+
     Args:
         path, model_dir, batch_size, timings, check_lungs, series_uid: as
             for :func:`predict_study`.
         progress: None, or a callable ``progress(stage, done, total)``,
-            called as the work goes on: ``stage`` ``"read"`` (0 of 1 before
-            reading, 1 of 1 once read and preprocessed) and ``"model"``
-            (slices answered so far of all of them).
+            called from the calling thread as the work goes on: ``stage``
+            ``"read"`` (0 of 1 before reading, 1 of 1 once read and
+            preprocessed; with overlap, once read and the first slices are
+            ready) and ``"model"`` (slices answered so far of all of them,
+            after each batch).
+        overlap: run the preprocessing of a CT series beside the model
+            (see above); False runs read, lung check, preprocessing and
+            model one after the other.
 
     Returns:
-        A :class:`StudyAnswer`.
+        A :class:`StudyAnswer`. With ``timings`` and overlap, its
+        ``"seconds"`` also hold ``"overlapped": True``, and ``preprocess``
+        is the time spent preprocessing, summed over the threads that did
+        it (the lung check, the volume's grey range and every chunk: most
+        of it beside the model), ``model`` the time from the first batch
+        given to the model to its last answer (waits for a chunk
+        included), ``load`` loading the model (beside the first chunks);
+        ``read`` and ``total`` are as without overlap.
 
     Raises:
         As :func:`predict_study`.
@@ -437,11 +488,20 @@ def answer_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check
     path = os.fspath(path)
     start = time.perf_counter()
     model = model_dir if isinstance(model_dir, ServedModel) else ServedModel(model_dir)
+    seconds["load"] = time.perf_counter() - start
     _report(progress, "read", 0, 1)
+    if overlap and _overlaps(path, model):
+        inputs, patient_id, per_slice = _overlapped_series(path, model, seconds, check_lungs, series_uid,
+                                                           batch_size, progress)
+        seconds["total"] = time.perf_counter() - total_start
+        seconds["overlapped"] = True
+        return _study_answer(model, seconds, timings, inputs, "ct_series", patient_id, len(inputs),
+                             per_slice.mean(axis=0), "mean_of_slices", per_slice=per_slice)
     inputs, what, patient_id, slices = _read_and_preprocess(path, model, seconds, check_lungs, series_uid)
     _report(progress, "read", 1, 1)
+    start = time.perf_counter()
     model.signature  # noqa: B018 - load the SavedModel (timed apart from the model run)
-    seconds["load"] = time.perf_counter() - start - seconds["read"] - seconds["preprocess"]
+    seconds["load"] += time.perf_counter() - start
     start = time.perf_counter()
     steps = per_slice = None
     _report(progress, "model", 0, len(inputs))
@@ -460,6 +520,13 @@ def answer_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check
     _report(progress, "model", len(inputs), len(inputs))
     seconds["model"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - total_start
+    return _study_answer(model, seconds, timings, inputs, what, patient_id, slices, probabilities, aggregation,
+                         steps=steps, per_slice=per_slice if what == "ct_series" else None)
+
+
+def _study_answer(model, seconds, timings, inputs, what, patient_id, slices, probabilities, aggregation, *,
+                  steps=None, per_slice=None):
+    """The :class:`StudyAnswer` of :func:`answer_study` from what it computed."""
     result = {
         "probabilities": {c: float(p) for c, p in zip(model.class_names, probabilities)},
         "predicted_class": model.class_names[int(np.argmax(probabilities))],
@@ -477,9 +544,8 @@ def answer_study(path, model_dir, *, batch_size=BATCH_SIZE, timings=False, check
     if patient_id:
         result["patient_id"] = patient_id
     if timings:
-        result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    return StudyAnswer(result=result, inputs=inputs,
-                       per_slice=per_slice if what == "ct_series" else None)
+        result["seconds"] = {k: v if isinstance(v, bool) else round(v, 3) for k, v in seconds.items()}
+    return StudyAnswer(result=result, inputs=inputs, per_slice=per_slice)
 
 
 def _per_slice(model, inputs, batch_size, progress):
@@ -488,4 +554,140 @@ def _per_slice(model, inputs, batch_size, progress):
     for i in range(0, len(inputs), batch_size):
         out.append(model(inputs[i:i + batch_size]))
         _report(progress, "model", min(i + batch_size, len(inputs)), len(inputs))
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------
+# A CT series through a slice classifier, preprocessing beside the model
+# --------------------------------------------------------------------------
+
+
+def _overlaps(path, model):
+    """Whether :func:`answer_study` can overlap preprocessing and model: a slice classifier given a CT series."""
+    pipeline = model.preprocessing.get("pipeline")
+    return model.kind == "image" and pipeline == "ct_slices" and _is_series(path, pipeline)
+
+
+def _named_call(path, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, its covid_keras errors naming ``path`` (as :func:`_read_and_preprocess`)."""
+    try:
+        return function(*args, **kwargs)
+    except errors.CovidKerasError as e:
+        raise _naming(path, e) from None
+
+
+class _Busy:
+    """Seconds spent preprocessing, added up from any thread (``+=`` on a float is not atomic)."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self.seconds = 0.0
+
+    def timed(self, function, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - start
+
+
+def _overlapped_series(path, model, seconds, check_lungs, series_uid, batch_size, progress):
+    """Reads a CT series, then preprocesses it beside the model, chunk by chunk.
+
+    Returns:
+        (inputs float32 [n, H, W, C], patient_id, per-slice probabilities
+        [n, classes]), equal to the sequential path's.
+    """
+    from covid_keras import data
+
+    start = time.perf_counter()
+    ct = _named_call(path, data.read_ct_series, path, series_uid=series_uid)
+    seconds["read"] = time.perf_counter() - start
+    busy = _Busy()
+    # One single-thread pool per job: chunks are made in order (one
+    # generator), the lung check beside them; both are joined when the
+    # block ends, whatever happened.
+    with (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="covid_keras-lungs") as lung_pool,
+          concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="covid_keras-slices") as chunk_pool):
+        lungs = lung_pool.submit(busy.timed, _named_call, path, _require_lungs, ct) if check_lungs else None
+        try:
+            inputs, per_slice = _model_beside_chunks(path, model, ct, chunk_pool, busy, lungs, seconds,
+                                                     batch_size, progress)
+        except Exception:
+            _raise_lung_error(lungs, wait=True)  # it would have come first without overlap
+            raise
+        _raise_lung_error(lungs, wait=True)
+    seconds["preprocess"] = busy.seconds
+    return inputs, ct.patient_id, per_slice
+
+
+def _require_lungs(ct):
+    from covid_keras.preprocess.lung_volume import require_lungs
+
+    require_lungs(ct)
+
+
+def _raise_lung_error(lungs, wait):
+    """Raises the lung check's error, if it failed (``wait``: once it has finished; else only if it has)."""
+    if lungs is None or not (wait or lungs.done()):
+        return
+    error = lungs.exception()
+    if error is not None:
+        raise error from None
+
+
+def _model_beside_chunks(path, model, ct, pool, busy, lungs, seconds, batch_size, progress):
+    """The model on each chunk as soon as ``pool`` has made it; returns (inputs, per-slice probabilities).
+
+    Every chunk is queued at once: the worker makes them one after the
+    other, straight into their rows of ``inputs`` (which holds them all
+    anyway), while the model answers those made. On 2 cores this was
+    faster than keeping only the next chunk ready (benchmarks/predict_study.py),
+    the work being the same but done early, beside model loading and the
+    first batches.
+    """
+    from covid_keras.preprocess import body_slices
+
+    size, channels = _input_geometry(model)
+    chunks = busy.timed(_named_call, path, body_slices.ct_slice_chunks, ct, batch_size, size=size,
+                        **_ct_slices_options(model))
+    n = int(np.shape(ct.hu)[0])
+    inputs = np.empty((n, size, size, channels), dtype=np.float32)
+    bounds = [(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
+
+    def make(begin, end):  # the next chunk, written into its rows of inputs (the grey repeated)
+        inputs[begin:end] = _named_call(path, next, chunks)[..., None]
+
+    made = []
+    try:
+        made.extend(pool.submit(busy.timed, make, begin, end) for begin, end in bounds)
+        per_slice = _answer_chunks(model, inputs, bounds, made, lungs, seconds, progress)
+    except Exception:
+        for future in made:  # chunks not started yet are not made
+            future.cancel()
+        raise
+    return inputs, per_slice
+
+
+def _answer_chunks(model, inputs, bounds, made, lungs, seconds, progress):
+    """Loads the model, then answers each chunk once its future in ``made`` is done."""
+    n = len(inputs)
+    start = time.perf_counter()
+    model.signature  # noqa: B018 - load the SavedModel beside the first chunks
+    seconds["load"] += time.perf_counter() - start
+    made[0].result()
+    _report(progress, "read", 1, 1)
+    start = time.perf_counter()
+    _report(progress, "model", 0, n)
+    out = []
+    for (begin, end), future in zip(bounds, made):
+        future.result()  # re-raises the worker's error
+        out.append(model(inputs[begin:end]))
+        _report(progress, "model", end, n)
+        _raise_lung_error(lungs, wait=False)  # no use answering for a study the check refused
+    _report(progress, "model", n, n)
+    seconds["model"] = time.perf_counter() - start
     return np.concatenate(out)
