@@ -403,6 +403,12 @@ def ct_slices(ct, *, size=SIZE, brightness=BRIGHTNESS, normalization="minmax", w
         >>> out.shape, out.dtype
         ((3, 16, 16), dtype('uint8'))
     """
+    size, brightness, grey = _grey_volume(ct, size, brightness, normalization, window, sigma, threshold)
+    return _slices_of(grey, size, brightness, sigma, threshold)
+
+
+def _grey_volume(ct, size, brightness, normalization, window, sigma, threshold):
+    """:func:`ct_slices`' checks, then the volume's grey levels: ``(size, brightness, uint8 [n, H, W])``."""
     size = _check_size(size)
     brightness = _check_brightness(brightness)
     _check_normalization(normalization, window)
@@ -418,9 +424,13 @@ def ct_slices(ct, *, size=SIZE, brightness=BRIGHTNESS, normalization="minmax", w
             f"{where}: the volume is empty (shape {hu.shape}); the series has no usable slice."
         )
     try:
-        grey = to_uint8(hu, normalization, window)
+        return size, brightness, to_uint8(hu, normalization, window)
     except errors.PreprocessingError as e:
         raise errors.PreprocessingError(f"{where}: {e}") from None
+
+
+def _slices_of(grey, size, brightness, sigma, threshold):
+    """Grey slices -> body RoI, brightened, resized: uint8 [n, size, size]."""
     out = np.empty((grey.shape[0], size, size), dtype=np.uint8)
     for k, img in enumerate(grey):
         roi = _body_roi_slice(img, sigma, threshold)
@@ -644,57 +654,17 @@ def _check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
-def _grey_range(hu, normalization, window, where):
-    """``to_uint8``'s (clip window, offset, scale) for the whole volume, without its float32 copy.
-
-    The min-max range of the clipped volume is the clipped range of the
-    volume (clipping is monotone, and so is the cast to float32), so each
-    chunk can then be mapped alone with exactly ``to_uint8``'s arithmetic.
-    """
-    clip = _check_normalization(normalization, window)
-    if not np.all(np.isfinite(hu)):  # to_uint8's check and message, as ct_slices words it
-        raise errors.PreprocessingError(
-            f"{where}: The HU array holds NaN or infinite values; fix or drop the series before preprocessing."
-        )
-    lo, hi = clip
-    if normalization == "minmax":
-        lo = float(np.clip(np.float32(hu.min()), clip[0], clip[1]))
-        hi = float(np.clip(np.float32(hu.max()), clip[0], clip[1]))
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return clip, lo, scale
-
-
-def _grey_chunk(hu, clip, lo, scale):
-    """HU slices -> uint8 grey, ``to_uint8``'s steps with the volume's ``lo`` and ``scale``."""
-    grey = np.clip(np.asarray(hu, dtype=np.float32), clip[0], clip[1])
-    grey -= np.float32(lo)
-    grey *= np.float32(scale)
-    np.rint(grey, out=grey)
-    np.clip(grey, 0, 255, out=grey)
-    return grey.astype(np.uint8)
-
-
-def _chunks(hu, chunk_size, grey_range, size, brightness, sigma, threshold):
-    for start in range(0, hu.shape[0], chunk_size):
-        grey = _grey_chunk(hu[start:start + chunk_size], *grey_range)
-        out = np.empty((grey.shape[0], size, size), dtype=np.uint8)
-        for k, img in enumerate(grey):
-            out[k] = resize_slice(brighten(_body_roi_slice(img, sigma, threshold), brightness), size)
-        yield out
-
-
 def ct_slice_chunks(ct, chunk_size, *, size=SIZE, brightness=BRIGHTNESS, normalization="minmax",
                     window=HU_WINDOW, sigma=SIGMA, threshold=None):
     """:func:`ct_slices`' output, ``chunk_size`` slices at a time (paper 001).
 
     For a caller that runs something beside the preprocessing
     (:func:`covid_keras.serving.predict_study` runs the model on one chunk
-    while the next is made). The checks and the volume's grey range (the
-    min-max normalisation is over the whole volume) are done by this call;
-    each chunk's grey levels, body RoI, brightness and resize are done when
-    the chunk is asked for. Concatenated, the chunks equal
-    ``ct_slices(ct, ...)`` bit for bit, and no float32 copy of the whole
-    volume is made.
+    while the next is made). The checks and the volume's grey levels
+    (:func:`to_uint8`: the min-max normalisation is over the whole volume)
+    are done by this call, as :func:`ct_slices` does them; each chunk's
+    body RoI, brightness and resize are done when the chunk is asked for.
+    Concatenated, the chunks equal ``ct_slices(ct, ...)`` bit for bit.
 
     Args:
         ct: a :class:`~covid_keras.data.dicom.CTSeries` (or a [z, y, x] HU
@@ -723,21 +693,7 @@ def ct_slice_chunks(ct, chunk_size, *, size=SIZE, brightness=BRIGHTNESS, normali
         >>> bool((np.concatenate(list(ct_slice_chunks(ct, 2, size=16))) == ct_slices(ct, size=16)).all())
         True
     """
-    # ct_slices' checks, in its order (ct_slices itself is left as it is).
     chunk_size = _check_chunk_size(chunk_size)
-    size = _check_size(size)
-    brightness = _check_brightness(brightness)
-    _check_normalization(normalization, window)
-    _check_mask_args(sigma, threshold)
-    hu = np.asarray(getattr(ct, "hu", ct))
-    where = _series_name(ct)
-    if hu.ndim != 3:
-        raise errors.PreprocessingError(
-            f"{where}: expected a [z, y, x] volume, got shape {hu.shape}; pass a CT series."
-        )
-    if hu.size == 0:
-        raise errors.PreprocessingError(
-            f"{where}: the volume is empty (shape {hu.shape}); the series has no usable slice."
-        )
-    grey_range = _grey_range(hu, normalization, window, where)
-    return _chunks(hu, chunk_size, grey_range, size, brightness, sigma, threshold)
+    size, brightness, grey = _grey_volume(ct, size, brightness, normalization, window, sigma, threshold)
+    return (_slices_of(grey[start:start + chunk_size], size, brightness, sigma, threshold)
+            for start in range(0, grey.shape[0], chunk_size))
