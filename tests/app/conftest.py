@@ -5,6 +5,8 @@
 * :func:`tiny_two_step_export` — paper 004's two-step ``xray_cnn`` export at
   64 x 64, random weights, step 1 biased to answer viral so that step 2
   runs for every image (the page then shows both steps' labels);
+* :func:`make_xray_cnn` and :func:`tiny_xray_export` — the seeded 64 x 64
+  ``xray_cnn`` builder the exports use, and a plain X-ray classifier export;
 * :func:`tiny_ct_export` and :func:`phantom_ct_zip` — a 64 x 64 CT slice
   classifier (``ct_slices`` preprocessing, random weights) and a ``.zip``
   of a 10-slice phantom CT series written as DICOM;
@@ -62,6 +64,22 @@ def tiny_two_step_export(tmp_path_factory):
     bias[2] += VIRAL_BIAS  # step 1's classes: normal, bacterial, viral
     head.set_weights([kernel, bias])
     return serving.export_two_step(step1, step2, str(tmp_path_factory.mktemp("saved_models")))
+
+
+@pytest.fixture(scope="session")
+def make_xray_cnn():
+    """Returns ``make(seed, num_classes=3)``: a 64 x 64 ``models.xray_cnn`` with seeded random weights."""
+    return _xray_cnn
+
+
+@pytest.fixture(scope="session")
+def tiny_xray_export(tmp_path_factory):
+    """The version folder of a 64 x 64 X-ray classifier export (normal, bacterial, viral; random weights)."""
+    from covid_keras import serving
+
+    return serving.export(_xray_cnn(5), str(tmp_path_factory.mktemp("saved_models")),
+                          class_names=["normal", "bacterial", "viral"],
+                          preprocessing={"pipeline": "xray", "size": SIZE}, image_bytes_endpoint=False)
 
 
 @pytest.fixture(scope="session")

@@ -31,25 +31,9 @@ def test_doctests():
     assert tried >= 5 and failures == 0
 
 
-def _cnn(seed, num_classes=3):
-    import keras
-
-    from covid_keras import models
-
-    keras.utils.set_random_seed(seed)
-    return models.xray_cnn(input_shape=(SIZE, SIZE, 3), num_classes=num_classes)
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("saved_models"))
-
-
-@pytest.fixture(scope="module")
-def xray_export(root):
-    path = serving.export(_cnn(5), root, class_names=XRAY3, preprocessing={"pipeline": "xray", "size": SIZE},
-                          image_bytes_endpoint=False)
-    return serving.load_model(path)
+def xray_export(tiny_xray_export):
+    return serving.load_model(tiny_xray_export)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +43,13 @@ def two_step_export(tiny_two_step_export):
 
 
 @pytest.fixture(scope="module")
-def ct_export(root):
-    path = serving.export(_cnn(6), root, name="ct_slice_cnn", class_names=CT3,
-                          preprocessing={"pipeline": "ct_slices", "size": SIZE}, image_bytes_endpoint=False)
-    return serving.load_model(path)
+def ct_export(tiny_ct_export):
+    return serving.load_model(tiny_ct_export)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("saved_models"))
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +101,8 @@ def test_image_answer_equals_predict_and_its_gradcam_png(request, which, xray_pn
     np.testing.assert_array_equal(again.heatmap, got.heatmap)
 
 
-def test_cached_explainer_equals_gradcam_for_every_call():
-    model = _cnn(11)
+def test_cached_explainer_equals_gradcam_for_every_call(make_xray_cnn):
+    model = make_xray_cnn(11)
     x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     explainer = explain.GradcamExplainer(model)
     for class_index in (0, 2, [1, 0]):
