@@ -15,6 +15,7 @@ patient id, label, shape and content hash (SHA-256 of the input bytes).
 
 import concurrent.futures
 import dataclasses
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -107,9 +108,17 @@ def plan_shards(records, records_per_shard):
     return out
 
 
-def default_records_per_shard(records):
-    """One study per shard for series folders; 256 images per shard otherwise."""
-    return 1 if records and os.path.isdir(records[0].paths[0]) else 256
+def default_records_per_shard(records, min_shards=1):
+    """One study per shard for series folders; 256 images per shard otherwise.
+
+    ``min_shards``: fewer records per shard when needed for at least that
+    many shards (as many as training workers, so that each reads its own
+    files: :func:`covid_keras.training.distribute.shard_options`).
+    """
+    per_shard = 1 if records and os.path.isdir(records[0].paths[0]) else 256
+    if records and -(-len(records) // per_shard) < min_shards:
+        per_shard = max(1, -(-len(records) // min_shards))
+    return per_shard
 
 
 def _fingerprint(options, classes, shards, dataset):
@@ -266,8 +275,23 @@ def build_cache(records, out, options, *, dataset="", classes=None, workers=None
         CacheError: ``out`` holds another cache and ``overwrite`` is False.
         ConfigurationError: no records, or a label outside ``classes``.
     """
-    t0 = time.perf_counter()
     out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    # Two processes building one folder (the workers of a multi-worker run on one machine) take turns;
+    # the second finds every shard finished and reuses it.
+    with open(f"{out}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_cache(records, out, options, dataset=dataset, classes=classes, workers=workers,
+                                records_per_shard=records_per_shard, overwrite=overwrite, retry_failed=retry_failed,
+                                progress=progress, stop_after=stop_after)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_cache(records, out, options, *, dataset, classes, workers, records_per_shard, overwrite, retry_failed,
+                 progress, stop_after):
+    t0 = time.perf_counter()
     records = list(records)
     if not records:
         raise errors.ConfigurationError(f"{out}: no records to preprocess; check --dataset and --data.")

@@ -34,6 +34,12 @@ def run_params(command_dir, *, export=True, workers=False, verbose=1, folder="<c
     if export:
         params.append(Param("export_dir", "saved_models",
                             "TF Serving base folder for the exported model (none: do not export)"))
+    params.append(Param(
+        "strategy", "default",
+        "tf.distribute strategy: default (one device), mirrored (every GPU of this machine), multi-worker "
+        "(the machines TF_CONFIG names, each running this command; only worker 0 writes). --batch-size stays "
+        "the global batch, split across the replicas; the learning rate is not rescaled",
+        choices=("default", "mirrored", "multi-worker")))
     params += [
         Param("fresh", False, "delete an earlier run in the run folder and start over"),
         Param("verbose", verbose, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch", choices=(0, 1, 2)),
@@ -43,8 +49,9 @@ def run_params(command_dir, *, export=True, workers=False, verbose=1, folder="<c
 
 
 #: Settings that do not change what a run computes (left out of its folder's hash). ``final`` adds
-#: the final model to the same folds, so ``--no-final`` and a later run with it share the folder.
-NOT_HASHED = ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir", "final")
+#: the final model to the same folds, so ``--no-final`` and a later run with it share the folder;
+#: ``strategy`` trains the same global batches, so a run may resume under another one.
+NOT_HASHED = ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir", "final", "strategy")
 
 
 def config_class(recipe, class_name, doc=None):

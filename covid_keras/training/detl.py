@@ -27,7 +27,7 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.recipes import DETL_CNN, config_class
-from covid_keras.training import crossval, image_level, pipelines, runner
+from covid_keras.training import crossval, distribute, image_level, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import RunFolder, config_hash, write_json, write_records
 from covid_keras.training.stages import run_stages
@@ -140,7 +140,8 @@ def phase1_folder(config):
 
 def phase1_run(config):
     """Phase 1's :class:`RunFolder` (``--fresh`` starts it over too)."""
-    return RunFolder.open(phase1_folder(config), _phase1_settings(config), fresh=config.fresh)
+    path = distribute.run_path(phase1_folder(config), fresh=config.fresh)  # a copy on a non-chief worker
+    return RunFolder.open(path, _phase1_settings(config), fresh=config.fresh)
 
 
 def train_phase1(config, log):
@@ -207,6 +208,7 @@ def extend(phase1_model, config):
     return detl_extend(phase1_model, num_classes=len(DETL_CNN.class_names(config)), freeze_until=first)
 
 
+@distribute.distributed
 def train_detl(config, log=None):
     """Runs paper 003: phase 1 (or reuses it), then phase 2's cross-validation and final model; returns the summary."""
     import keras

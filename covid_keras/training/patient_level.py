@@ -24,7 +24,7 @@ from covid_keras.evaluation import classification_report
 from covid_keras.evaluation.predictions import write_predictions
 from covid_keras.extensions import import_modules, reimport_modules
 from covid_keras.recipes import ENSEMBLE, PATIENT_HEADS, config_class
-from covid_keras.training import pipelines, runner
+from covid_keras.training import distribute, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
 from covid_keras.training.runs import read_json, write_json
@@ -165,6 +165,7 @@ def _predict_heads(predictors, features, studies, batch_size):
 # --------------------------------------------------------------------------
 
 
+@distribute.distributed
 def train_patient_level(config, log=None):
     """Trains the patient heads on a slice-level run; returns the summary.
 
@@ -239,6 +240,7 @@ def train_patient_level(config, log=None):
 # --------------------------------------------------------------------------
 
 
+@distribute.distributed
 def train_ensemble(config, log=None):
     """Trains the ensemble MLP on the heads' probabilities; returns the summary.
 

@@ -19,7 +19,8 @@ from covid_keras import errors
 from covid_keras.data import records
 from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.data.privacy import cache_dir
-from covid_keras.preprocess.cache import build_cache, cache_fingerprint
+from covid_keras.preprocess.cache import build_cache, cache_fingerprint, default_records_per_shard
+from covid_keras.training import distribute
 
 CT_CLASSES = CLASS_NAMES["ct3"]
 NORMAL = "Normal"
@@ -54,12 +55,14 @@ def ensure_cache(records_list, dataset, options, classes, root=None, workers=Non
     summary naming them, or, for a cache built earlier, their count.
     """
     root = root or os.path.join(cache_dir(), "preprocessed")
-    digest = cache_fingerprint(records_list, options, list(classes), dataset)[:10]
+    # As many shards as training workers at least (multi-worker runs read them file by file).
+    per_shard = default_records_per_shard(records_list, min_shards=distribute.num_workers())
+    digest = cache_fingerprint(records_list, options, list(classes), dataset, records_per_shard=per_shard)[:10]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-") or "data"
     folder = os.path.join(root, f"{slug}-{options.pipeline}-{digest}")
     if not os.path.exists(os.path.join(folder, records.MANIFEST)):
         report = build_cache(records_list, folder, options, dataset=dataset, classes=list(classes),
-                             workers=workers, progress=progress)
+                             workers=workers, progress=progress, records_per_shard=per_shard)
         if log is not None and report.skipped:
             log(report.summary())
     elif log is not None:
@@ -160,8 +163,14 @@ def table_lookup(selection, id_of=slice_id):
 
 
 def _selected_batches(ds, selection, label_of, to_input, *, training, batch_size, seed, shuffle_buffer,
-                      cache_in_memory):
-    """Cache examples -> the selected (input, label) batches: label, filter, [cache], [shuffle], batch."""
+                      cache_in_memory, files):
+    """Cache examples -> the selected (input, label) batches: label, filter, [cache], [shuffle], batch.
+
+    Under ``--strategy multi-worker`` the pipeline carries how the workers
+    split it (:func:`covid_keras.training.distribute.shard_options`: a
+    training pipeline of at least as many ``files`` as workers by file, each
+    worker reading its own shards; otherwise by example).
+    """
     ds = ds.map(label_of, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(lambda x, y: y >= 0)
     if cache_in_memory:
@@ -175,6 +184,9 @@ def _selected_batches(ds, selection, label_of, to_input, *, training, batch_size
     # Keras shows epoch progress and does not warn about running out of data.
     batches = -(-len(selection) // batch_size)
     ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
+    sharding = distribute.shard_options(files, training)
+    if sharding is not None:
+        ds = ds.with_options(sharding)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -204,7 +216,8 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
         raise _nothing_selected(folder, "slices")
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
     return _selected_batches(ds, selection, label_lookup(selection), to_rgb, training=training,
-                             batch_size=batch_size, seed=seed, shuffle_buffer=10000, cache_in_memory=cache_in_memory)
+                             batch_size=batch_size, seed=seed, shuffle_buffer=10000, cache_in_memory=cache_in_memory,
+                             files=len(records.read_manifest(folder)["shards"]))
 
 
 # --------------------------------------------------------------------------
@@ -279,7 +292,7 @@ def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
 
     return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_input,
                              training=training, batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-                             cache_in_memory=False)
+                             cache_in_memory=False, files=len(shards))
 
 
 def iter_volumes(folder, rows, selection):
@@ -384,7 +397,7 @@ def image_dataset(folder, selection, *, training, batch_size, seed=0, memory_lim
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
     return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_rgb,
                              training=training, batch_size=batch_size, seed=seed, shuffle_buffer=10000,
-                             cache_in_memory=in_memory)
+                             cache_in_memory=in_memory, files=len(records.read_manifest(folder)["shards"]))
 
 
 def iter_images(folder, selection):

@@ -17,6 +17,7 @@ import json
 import os
 
 from covid_keras import errors
+from covid_keras.training import distribute
 from covid_keras.training.runs import RunFolder, config_hash, write_json, write_records
 
 
@@ -26,13 +27,16 @@ def open_run(command_dir, prefix, config, log=print, extra=None):
     The hash is over ``config.settings()`` (every setting that changes what
     the run computes) and ``extra`` (e.g. the run this one builds on), so
     the same command finds an interrupted run again and resumes it; another
-    setting gets another folder.
+    setting gets another folder. Under ``--strategy multi-worker`` a worker
+    other than the chief keeps a copy in its temporary folder
+    (:func:`covid_keras.training.distribute.run_path`).
     """
     settings = {**config.settings(), **(extra or {})}
     name = f"{prefix}-{config_hash(settings)}" if prefix else config_hash(settings)
-    run = RunFolder.open(config.run_dir or os.path.join(config.runs_root, command_dir, name), settings,
-                         fresh=config.fresh)
-    log(f"run folder: {run.path}")
+    path = config.run_dir or os.path.join(config.runs_root, command_dir, name)
+    mine = distribute.run_path(path, fresh=config.fresh)  # a copy under multi-worker, except on the chief
+    run = RunFolder.open(mine, settings, fresh=config.fresh)
+    log(f"run folder: {path}" + (f" (this worker's copy: {mine})" if mine != path else ""))
     return run
 
 

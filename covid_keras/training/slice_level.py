@@ -31,7 +31,7 @@ import numpy as np
 from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.recipes import MULTISCALE_RESNET50, config_class
-from covid_keras.training import pipelines, runner
+from covid_keras.training import distribute, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.inference import Predictor
 from covid_keras.extensions import import_modules
@@ -202,6 +202,7 @@ def held_out_slices(model, folder, rows, patients, classes, batch_size, records=
     return report, out
 
 
+@distribute.distributed
 def train_slice_level(config, log=None):
     """Runs paper 001's slice-level training (recipe ``multiscale_resnet50``); returns the summary dict."""
     import keras

@@ -27,7 +27,7 @@ import os
 
 from covid_keras import errors
 from covid_keras.recipes import DENSENET, INCEPTIONV3, NEW_DENSENET, config_class
-from covid_keras.training import image_level, runner
+from covid_keras.training import distribute, image_level, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import write_json
 
@@ -69,6 +69,7 @@ def export_name(config):
     return config.recipe.name + ("_ct" if config.task == "transfer_ct" else "")
 
 
+@distribute.distributed
 def train_transfer(config, log=None, records=None):
     """Trains one paper-002 model (``config.recipe``); returns the summary dict.
 

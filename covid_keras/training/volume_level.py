@@ -31,7 +31,7 @@ from covid_keras import errors
 from covid_keras.evaluation import classification_report
 from covid_keras.evaluation.predictions import covariates as record_covariates
 from covid_keras.recipes import RESNET50_3D, config_class
-from covid_keras.training import crossval, pipelines, runner
+from covid_keras.training import crossval, distribute, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import write_json
 from covid_keras.training.stages import StageData, run_stages
@@ -244,6 +244,7 @@ def float32_copy(model, config):
     return copy
 
 
+@distribute.distributed
 def train_volume3d(config, log=None):
     """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict.
 

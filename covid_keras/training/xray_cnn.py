@@ -25,7 +25,7 @@ from covid_keras import errors
 from covid_keras.data.datasets import CLASS_NAMES
 from covid_keras.evaluation import classification_report
 from covid_keras.recipes import XRAY_CNN, config_class
-from covid_keras.training import image_level, pipelines, runner
+from covid_keras.training import distribute, image_level, pipelines, runner
 from covid_keras.training.fitting import printer, seed_everything
 from covid_keras.training.runs import RunFolder, write_json
 
@@ -125,6 +125,7 @@ def combined_report(step1, step2, run, cache, patients, config, records=None):
     return report
 
 
+@distribute.distributed
 def train_xray_cnn(config, log=None):
     """Runs paper 004's two-step training (recipe ``xray_cnn``); returns the summary dict."""
     from covid_keras.preprocess.pipelines import PipelineOptions

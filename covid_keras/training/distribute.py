@@ -1,0 +1,272 @@
+"""Training on several GPUs or machines with ``tf.distribute`` (``--strategy``), for every training command.
+
+``--strategy`` picks TensorFlow's own engine; nothing here distributes
+anything itself:
+
+=================  ===========================================================
+``default``        one device (TensorFlow's default strategy)
+``mirrored``       ``tf.distribute.MirroredStrategy``: every GPU of this
+                   machine (the CPU when it has none), one replica each
+``multi-worker``   ``tf.distribute.MultiWorkerMirroredStrategy``: several
+                   machines, each running the same command, configured by
+                   the standard ``TF_CONFIG`` variable (cluster and task)
+=================  ===========================================================
+
+:func:`distributed` wraps a command's training function: it makes the
+strategy and runs the whole command inside ``strategy.scope()``, so models,
+optimizers and metrics are built under it. ``--batch-size`` stays the
+global batch (split across the replicas) and the learning rate is the
+recipe's, never rescaled for the replica count.
+
+Under ``multi-worker`` every worker runs the whole command (TensorFlow's
+collectives need each of them to call ``fit``, ``evaluate``, ``predict``
+and the export in the same order); only the chief (worker 0) writes: the
+other workers' run folders and exports go to a temporary folder that is
+removed when the command ends (or, after a kill, by the next worker
+started on that machine). A worker starts from a copy of the chief's
+run folder (without TensorBoard logs), so a restarted cluster resumes
+every worker from the chief's last finished epoch; the run folder must
+therefore be on a filesystem every worker sees (one machine, or a shared
+mount), as with TensorFlow's own ``BackupAndRestore``.
+
+Training pipelines are split across workers by file
+(``AutoShardPolicy.FILE``, each worker reads only its shards) when there
+are at least as many shards as workers, else by example (``DATA``);
+evaluation and prediction pipelines always by example, which keeps their
+outputs in order (:func:`shard_options`).
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+
+from covid_keras import errors
+
+#: The values of ``--strategy``.
+STRATEGIES = ("default", "mirrored", "multi-worker")
+#: What a worker does not copy from the chief's run folder.
+NOT_COPIED = ("tensorboard", ".tmp-*", "*.tmp.npz")
+#: A non-chief worker's scratch folder: ``<temp>/covid_keras-worker<index>-<pid>-<random>``.
+SCRATCH_PREFIX = "covid_keras-worker"
+
+_strategies = {}  # one strategy of each kind per process: MultiWorkerMirroredStrategy can be made only once
+_active = []  # the sessions entered (a command calling another command's function shares its session)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """This process's place in a ``TF_CONFIG`` cluster."""
+
+    workers: int  # tasks that train ("chief" + "worker")
+    index: int  # this task's rank among them: 0 is the chief
+    task: str  # e.g. "worker 1"
+
+    @property
+    def is_chief(self):
+        return self.index == 0
+
+
+def read_tf_config(environ=None):
+    """The :class:`Cluster` described by ``TF_CONFIG``.
+
+    Raises:
+        ConfigurationError: the variable is missing, not JSON, or names no
+            workers or a task outside the cluster.
+    """
+    environ = os.environ if environ is None else environ
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        raise errors.ConfigurationError(
+            f"--strategy multi-worker needs the TF_CONFIG variable naming the cluster and this task, e.g. {example}"
+        )
+    try:
+        spec = json.loads(raw)
+        cluster, task = spec["cluster"], spec["task"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise errors.ConfigurationError(
+            f"TF_CONFIG is not a cluster description ({type(e).__name__}: {e}); it should look like {example}"
+        ) from None
+    ranks = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+    ranks += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    if not ranks:
+        raise errors.ConfigurationError(f"TF_CONFIG's cluster lists no \"worker\" addresses; e.g. {example}")
+    if (kind, index) not in ranks:
+        raise errors.ConfigurationError(
+            f"TF_CONFIG's task is {kind} {index}, which its cluster does not list "
+            f"({len(cluster.get('worker', []))} workers, {len(cluster.get('chief', []))} chief)."
+        )
+    return Cluster(workers=len(ranks), index=ranks.index((kind, index)), task=f"{kind} {index}")
+
+
+def make_strategy(name):
+    """The ``tf.distribute`` strategy of ``--strategy name`` (made once per process)."""
+    if name not in STRATEGIES:
+        raise errors.ConfigurationError(f"unknown --strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+    if name not in _strategies:
+        import tensorflow as tf
+
+        if name == "default":
+            _strategies[name] = tf.distribute.get_strategy()
+        elif name == "mirrored":
+            _strategies[name] = tf.distribute.MirroredStrategy()
+        else:
+            read_tf_config()  # a clear sentence before TensorFlow's own parsing
+            _strategies[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _strategies[name]
+
+
+def num_workers(strategy=None):
+    """How many workers share the training: 1 except under ``MultiWorkerMirroredStrategy``."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
+
+
+def shard_options(files, training):
+    """``tf.data.Options`` splitting a pipeline across workers, or None with one worker.
+
+    Training pipelines: by file (``FILE``) when ``files`` >= workers,
+    else by example (``DATA``). Evaluation and prediction: by example,
+    which keeps the gathered outputs in order.
+    """
+    workers = num_workers()
+    if workers <= 1:
+        return None
+    import tensorflow as tf
+
+    policy = tf.data.experimental.AutoShardPolicy
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        policy.FILE if training and files >= workers else policy.DATA)
+    return options
+
+
+@dataclasses.dataclass
+class Session:
+    """One command's training under a strategy (see :func:`distributed`)."""
+
+    name: str
+    strategy: object
+    cluster: Cluster
+    scratch: str = None  # a non-chief worker's temporary folder (removed at the end)
+    copies: dict = dataclasses.field(default_factory=dict)  # chief's run folder -> this worker's copy
+
+    @property
+    def replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    def describe(self):
+        line = f"strategy {self.name}: {self.replicas} replica{'s' * (self.replicas != 1)} in sync"
+        if self.name == "multi-worker":
+            role = "the chief" if self.cluster.is_chief else "not the chief: writes to a temporary folder"
+            line += f", {self.cluster.task} of {self.cluster.workers} workers ({role})"
+        return line
+
+    def run_path(self, path, fresh=False):
+        """Where this worker keeps the run folder ``path``: itself on the chief; a copy in its scratch otherwise."""
+        if self.scratch is None:
+            return path
+        key = os.path.abspath(path)
+        if key not in self.copies:  # copied once, when first opened: later the copy holds this worker's progress
+            mine = os.path.join(self.scratch, "runs", str(len(self.copies)))
+            if os.path.isdir(path) and not fresh:
+                shutil.copytree(path, mine, ignore=shutil.ignore_patterns(*NOT_COPIED))
+            self.copies[key] = mine
+        return self.copies[key]
+
+    def config_for_worker(self, config):
+        """``config`` with a non-chief worker's export in its scratch folder."""
+        if self.scratch is None or not getattr(config, "export_dir", None):
+            return config
+        return dataclasses.replace(config, export_dir=os.path.join(self.scratch, "export"))
+
+
+def sweep_scratch(root=None):
+    """Removes the scratch folders of workers that were killed (their process is gone); returns their paths.
+
+    A worker's scratch folder is removed when its command ends; one that
+    was killed (``SIGKILL``, a lost machine) cannot, so the next worker on
+    the machine does it.
+    """
+    root = root or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(root):
+        parts = name[len(SCRATCH_PREFIX):].split("-") if name.startswith(SCRATCH_PREFIX) else []
+        if len(parts) != 3 or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(os.path.join(root, name))
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def current():
+    """The :class:`Session` being run, or None outside :func:`distributed`."""
+    return _active[-1] if _active else None
+
+
+def run_path(path, fresh=False):
+    """The folder this process keeps run ``path`` in (:meth:`Session.run_path`; ``path`` outside a session)."""
+    session = current()
+    return session.run_path(path, fresh) if session is not None else path
+
+
+@contextlib.contextmanager
+def session(config, log=print):
+    """Runs the body under ``config.strategy``'s scope; yields the config this worker runs (see module doc)."""
+    if _active:  # one command inside another: already distributed
+        yield _active[-1].config_for_worker(config)
+        return
+    name = getattr(config, "strategy", "default") or "default"
+    strategy = make_strategy(name)
+    cluster = read_tf_config() if name == "multi-worker" else Cluster(1, 0, "worker 0")
+    from covid_keras.training import multiworker_fix
+
+    scratch = None
+    if not cluster.is_chief:
+        sweep_scratch()
+        scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{cluster.index}-{os.getpid()}-")
+        os.makedirs(os.path.join(scratch, "runs"))
+    current_session = Session(name, strategy, cluster, scratch)
+    if name != "default":
+        log(current_session.describe())
+    _active.append(current_session)
+    try:
+        with strategy.scope(), (multiworker_fix.installed() if name == "multi-worker" else contextlib.nullcontext()):
+            yield current_session.config_for_worker(config)
+    finally:
+        _active.pop()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def distributed(train):
+    """Decorates a command's training function ``train(config, ...)`` to run it in :func:`session`."""
+    @functools.wraps(train)
+    def wrapper(config, *args, **kwargs):
+        from covid_keras.training.fitting import printer
+
+        log = kwargs.get("log") or printer(getattr(config, "quiet", False))
+        with session(config, log) as worker_config:
+            return train(worker_config, *args, **kwargs)
+    return wrapper
