@@ -37,8 +37,10 @@ def worker_env(tmp_path, ports=None, index=0):
     return env
 
 
-def start(cmd, env, log):
-    return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+def start(cmd, env, log, cwd=None, stdout=None):
+    """Starts ``cmd`` with its stderr to the file ``log``, and its stdout there too or to the file ``stdout``."""
+    return subprocess.Popen(cmd, env=env, stdout=open(stdout or log, "w"),
+                            stderr=open(log, "a") if stdout else subprocess.STDOUT, cwd=cwd)
 
 
 def wait_all(procs, logs, timeout=TIMEOUT):
