@@ -30,6 +30,16 @@ share them) and the load average before and after.
     python benchmarks/train_step.py --recipe xray_cnn --steps 200 --batch-size 32
     python benchmarks/train_step.py --recipe densenet --size 224 --steps 4 --batch-size 8
     python benchmarks/train_step.py --batch-size 256 --steps 30 --mixed-precision --jit-compile   # on a GPU
+    python benchmarks/train_step.py --strategy mirrored --batch-size 512 --steps 30 --mixed-precision  # every GPU
+    python benchmarks/train_step.py --recipe xray_cnn --strategy mirrored --logical-cpus 2   # CPU smoke test
+
+``--strategy mirrored`` trains under ``tf.distribute.MirroredStrategy`` (the
+training commands' ``--strategy mirrored``): ``--batch-size`` is the global
+batch, split across the replicas, and the JSON adds the replica count and
+images/s per device. ``--logical-cpus`` splits the CPU into that many
+logical devices (a check of the mechanics without GPUs, not a speed
+figure). Multi-worker runs need a cluster; time them with the training
+commands' own logs.
 
 On a GPU, ``--mixed-precision`` (Keras' ``mixed_float16`` policy) and
 ``--jit-compile`` (XLA) give the figures to set beside the published ResNet50
@@ -87,6 +97,12 @@ def _parser():
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of both variants (warm-up + --steps each); the medians count")
     parser.add_argument("--mixed-precision", action="store_true", help="Keras' mixed_float16 policy")
+    parser.add_argument("--strategy", default="default", choices=("default", "mirrored"),
+                        help="tf.distribute strategy: default (one device) or mirrored (every GPU; --batch-size "
+                             "is the global batch)")
+    parser.add_argument("--logical-cpus", type=int, default=0,
+                        help="split the CPU into this many logical devices first (to try --strategy mirrored "
+                             "without GPUs)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="compile the training step with XLA (Keras turns it off while the fused augmentation, "
                              "which has no XLA support, is in the model: use --no-augment; the JSON says "
@@ -267,17 +283,28 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from covid_keras.training import distribute
+
+    if args.logical_cpus:  # before TensorFlow makes its devices
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+    strategy = distribute.make_strategy(args.strategy)
     keras.utils.set_random_seed(0)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     source = _slice_data if recipe.pipeline(config)["pipeline"] == "ct_slices" else _image_data
     with tempfile.TemporaryDirectory() as tmp:
         ds, classes, images = source(recipe, config, args, tmp)
-        trainer = _trainer(recipe, config, args, classes)
+        with strategy.scope():  # model, optimizer and metrics under the strategy, as the training commands do
+            trainer = _trainer(recipe, config, args, classes)
         clocks = _measure(keras, trainer, {"constant": _constant_like(ds, tf), "pipeline": ds.repeat()}, args)
 
-    print(json.dumps(_report(recipe, config, args, trainer, classes, images, clocks, _device_name(tf), load_before),
-                     indent=2))
+    report = _report(recipe, config, args, trainer, classes, images, clocks, _device_name(tf), load_before)
+    report.update(strategy=args.strategy, replicas=strategy.num_replicas_in_sync,
+                  logical_cpus=args.logical_cpus or None,
+                  full_pipeline_images_per_s_per_device=round(report["full_pipeline_images_per_s"]
+                                                              / strategy.num_replicas_in_sync, 2))
+    print(json.dumps(report, indent=2))
     return 0
 
 

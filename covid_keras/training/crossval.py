@@ -39,6 +39,7 @@ import numpy as np
 
 from covid_keras import errors
 from covid_keras.data import splits
+from covid_keras.training import distribute
 from covid_keras.training.runs import RunFolder, write_json, write_records
 
 #: np.std's ddof for the spread over folds: the folds are the whole set of
@@ -264,7 +265,7 @@ def _run_one(path, config, train_fold, train, val, fold, model_seed):
     if os.path.exists(report_path):
         with open(report_path) as f:
             return json.load(f), "finished"
-    keras.utils.clear_session()
+    distribute.clear_session()  # keras.utils.clear_session(), keeping a --strategy scope
     keras.utils.set_random_seed(model_seed)
     report = train_fold(sub_run, train, val, fold)
     if not isinstance(report, dict):

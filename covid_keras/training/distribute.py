@@ -161,6 +161,7 @@ class Session:
     cluster: Cluster
     scratch: str = None  # a non-chief worker's temporary folder (removed at the end)
     copies: dict = dataclasses.field(default_factory=dict)  # chief's run folder -> this worker's copy
+    _scope: object = dataclasses.field(default=None, repr=False)  # the entered strategy.scope()
 
     @property
     def replicas(self):
@@ -184,6 +185,16 @@ class Session:
                 shutil.copytree(path, mine, ignore=shutil.ignore_patterns(*NOT_COPIED))
             self.copies[key] = mine
         return self.copies[key]
+
+    def enter_scope(self):
+        if self.strategy is not None:
+            self._scope = self.strategy.scope()
+            self._scope.__enter__()
+
+    def exit_scope(self):
+        scope, self._scope = self._scope, None
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
     def config_for_worker(self, config):
         """``config`` with a non-chief worker's export in its scratch folder."""
@@ -232,13 +243,20 @@ def run_path(path, fresh=False):
 
 
 @contextlib.contextmanager
-def session(config, log=print):
-    """Runs the body under ``config.strategy``'s scope; yields the config this worker runs (see module doc)."""
+def session(config, log=print, strategy_here=True):
+    """Runs the body under ``config.strategy``'s scope; yields the config this worker runs (see module doc).
+
+    ``strategy_here=False``: this process only keeps the worker's folders
+    (scratch, run copy, export) and makes no strategy; the processes it
+    starts for the training each open a session of their own
+    (``train.volume3d``'s folds: a ``MultiWorkerMirroredStrategy`` binds
+    ``TF_CONFIG``'s port, so only one process per worker may hold it).
+    """
     if _active:  # one command inside another: already distributed
         yield _active[-1].config_for_worker(config)
         return
     name = getattr(config, "strategy", "default") or "default"
-    strategy = make_strategy(name)
+    strategy = make_strategy(name) if strategy_here else None
     cluster = read_tf_config() if name == "multi-worker" else Cluster(1, 0, "worker 0")
     from covid_keras.training import multiworker_fix
 
@@ -248,25 +266,54 @@ def session(config, log=print):
         scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{cluster.index}-{os.getpid()}-")
         os.makedirs(os.path.join(scratch, "runs"))
     current_session = Session(name, strategy, cluster, scratch)
-    if name != "default":
+    if name != "default" and strategy is not None:
         log(current_session.describe())
     _active.append(current_session)
     try:
-        with strategy.scope(), (multiworker_fix.installed() if name == "multi-worker" else contextlib.nullcontext()):
-            yield current_session.config_for_worker(config)
+        with multiworker_fix.installed() if name == "multi-worker" and strategy else contextlib.nullcontext():
+            current_session.enter_scope()
+            try:
+                yield current_session.config_for_worker(config)
+            finally:
+                current_session.exit_scope()
     finally:
         _active.pop()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def distributed(train):
-    """Decorates a command's training function ``train(config, ...)`` to run it in :func:`session`."""
-    @functools.wraps(train)
-    def wrapper(config, *args, **kwargs):
-        from covid_keras.training.fitting import printer
+def clear_session():
+    """``keras.utils.clear_session()`` that keeps the command's strategy scope.
 
-        log = kwargs.get("log") or printer(getattr(config, "quiet", False))
-        with session(config, log) as worker_config:
-            return train(worker_config, *args, **kwargs)
-    return wrapper
+    Keras' ``clear_session`` resets TensorFlow's default graph, which holds
+    the stack of entered strategy scopes: inside ``strategy.scope()`` it
+    drops the scope (later models are built without it, and leaving the
+    scope fails). Here the scope is left first and entered again after.
+    """
+    import keras
+
+    session = current()
+    if session is None or getattr(session, "_scope", None) is None:
+        keras.utils.clear_session()
+        return
+    session.exit_scope()
+    keras.utils.clear_session()
+    session.enter_scope()
+
+
+def distributed(train=None, *, strategy_here=True):
+    """Decorates a command's training function ``train(config, ...)`` to run it in :func:`session`.
+
+    ``@distributed(strategy_here=False)``: for a function whose training
+    runs in processes it starts (see :func:`session`).
+    """
+    def decorate(train):
+        @functools.wraps(train)
+        def wrapper(config, *args, **kwargs):
+            from covid_keras.training.fitting import printer
+
+            log = kwargs.get("log") or printer(getattr(config, "quiet", False))
+            with session(config, log, strategy_here=strategy_here) as worker_config:
+                return train(worker_config, *args, **kwargs)
+        return wrapper
+    return decorate(train) if train is not None else decorate

@@ -227,9 +227,10 @@ def _fold_process(settings, folder, fold_run, train_patients, val_patients, fold
 
     sys.stdout = sys.stderr  # Keras' progress joins the log; the parent's stdout holds the JSON only
     config = Volume3DConfig(**settings)
-    seed_everything(seed)
-    return train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, printer(config.quiet),
-                          covariates)
+    log = printer(config.quiet)
+    with distribute.session(config, log) as config:  # --strategy: made here, in the fold's own process
+        seed_everything(seed)
+        return train_one_fold(config, folder, fold_run, train_patients, val_patients, fold, log, covariates)
 
 
 def float32_copy(model, config):
@@ -244,7 +245,7 @@ def float32_copy(model, config):
     return copy
 
 
-@distribute.distributed
+@distribute.distributed(strategy_here=False)  # each fold's process makes the strategy (_fold_process)
 def train_volume3d(config, log=None):
     """Runs paper 000's cross-validation and final model (recipe ``resnet50_3d``); returns the summary dict.
 
