@@ -47,6 +47,16 @@ def _has_nvidia_device():
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
 
 
+def _strategy_flag(argv):
+    """The value of ``--strategy`` in ``argv`` (``--strategy X`` or ``--strategy=X``), or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--strategy" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--strategy="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def quiet_tensorflow(module_name):
     """Mutes TensorFlow's start-up lines when a command module runs as a program.
 
@@ -69,10 +79,18 @@ def quiet_tensorflow(module_name):
     use_unbounded_threadpool" error for every input pipeline with a lookup
     table (a stateless lookup streams no faster: benchmarks/slice_pipeline.py); real
     failures arrive as Python exceptions. Set the variable yourself, or pass
-    ``--debug``, to see TensorFlow's whole C++ log.
+    ``--debug``, to see TensorFlow's whole C++ log. With ``--strategy
+    mirrored`` or ``multi-worker`` on a machine without an NVIDIA device,
+    ``TF_ENABLE_ONEDNN_OPTS`` defaults to 0: oneDNN's CPU convolution fails
+    on the empty per-replica batch a short last batch gives some replicas.
     """
     if module_name != "__main__" and not _started_as(module_name):
         return
+    if _strategy_flag(sys.argv[1:]) not in (None, "default") and not _has_nvidia_device():
+        # TF 2.21's oneDNN CPU convolution fails on an empty batch ("Incompatible shapes: [1,1,1,64] vs.
+        # [0,32,32,3]" in the BatchNormalization after it), which a replica gets whenever a partial last
+        # batch holds fewer examples than there are replicas; TensorFlow's own kernels handle it.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if "--debug" in sys.argv[1:] or "tensorflow" in sys.modules:
         return
     import tempfile

@@ -14,8 +14,8 @@ patient id, label, shape and content hash (SHA-256 of the input bytes).
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -279,14 +279,30 @@ def build_cache(records, out, options, *, dataset="", classes=None, workers=None
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     # Two processes building one folder (the workers of a multi-worker run on one machine) take turns;
     # the second finds every shard finished and reuses it.
-    with open(f"{out}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _lock(f"{out}.lock"):
+        return _build_cache(records, out, options, dataset=dataset, classes=classes, workers=workers,
+                            records_per_shard=records_per_shard, overwrite=overwrite, retry_failed=retry_failed,
+                            progress=progress, stop_after=stop_after)
+
+
+@contextlib.contextmanager
+def _lock(path):
+    """An exclusive lock on ``path``; none where the filesystem or the system has no ``flock`` (one builder)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    with open(path, "a") as f:
         try:
-            return _build_cache(records, out, options, dataset=dataset, classes=classes, workers=workers,
-                                records_per_shard=records_per_shard, overwrite=overwrite, retry_failed=retry_failed,
-                                progress=progress, stop_after=stop_after)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # e.g. Lustre without -o flock, NFS without lockd
+            yield
+            return
+        try:
+            yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build_cache(records, out, options, *, dataset, classes, workers, records_per_shard, overwrite, retry_failed,

@@ -50,7 +50,8 @@ def run_params(command_dir, *, export=True, workers=False, verbose=1, folder="<c
 
 #: Settings that do not change what a run computes (left out of its folder's hash). ``final`` adds
 #: the final model to the same folds, so ``--no-final`` and a later run with it share the folder;
-#: ``strategy`` trains the same global batches, so a run may resume under another one.
+#: ``strategy`` trains the same global batches (in other orders, see README "Scaling out"), so a
+#: run may resume under another one.
 NOT_HASHED = ("run_dir", "fresh", "verbose", "quiet", "workers", "export_dir", "final", "strategy")
 
 

@@ -31,7 +31,8 @@ mount), as with TensorFlow's own ``BackupAndRestore``.
 
 Training pipelines are split across workers by file
 (``AutoShardPolicy.FILE``, each worker reads only its shards) when there
-are at least as many shards as workers, else by example (``DATA``);
+are at least as many shards as workers and they give every worker a
+share of the same size (within 10 %), else by example (``DATA``);
 evaluation and prediction pipelines always by example, which keeps their
 outputs in order (:func:`shard_options`).
 """
@@ -49,7 +50,7 @@ from covid_keras import errors
 #: The values of ``--strategy``.
 STRATEGIES = ("default", "mirrored", "multi-worker")
 #: What a worker does not copy from the chief's run folder.
-NOT_COPIED = ("tensorboard", ".tmp-*", "*.tmp.npz")
+NOT_COPIED = ("tensorboard", ".tmp-*", "*.tmp", "*.tmp.npz")  # logs, and files the chief is writing
 #: A non-chief worker's scratch folder: ``<temp>/covid_keras-worker<index>-<pid>-<random>``.
 SCRATCH_PREFIX = "covid_keras-worker"
 
@@ -88,11 +89,21 @@ def read_tf_config(environ=None):
     try:
         spec = json.loads(raw)
         cluster, task = spec["cluster"], spec["task"]
-        kind, index = task["type"], int(task["index"])
+        kind, index = task["type"], task["index"]
+        if not isinstance(cluster, dict) or not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError("'cluster' must be an object and the task's 'index' an integer")
+        for job, addresses in cluster.items():
+            if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+                raise TypeError(f"cluster {job!r} must be a list of \"host:port\" strings")
     except (ValueError, KeyError, TypeError) as e:
         raise errors.ConfigurationError(
             f"TF_CONFIG is not a cluster description ({type(e).__name__}: {e}); it should look like {example}"
         ) from None
+    if kind not in ("chief", "worker"):
+        raise errors.ConfigurationError(
+            f"TF_CONFIG's task is {kind} {index}: --strategy multi-worker runs on \"chief\" and \"worker\" tasks "
+            "only (no evaluator or parameter-server tasks)."
+        )
     ranks = [("chief", i) for i in range(len(cluster.get("chief", [])))]
     ranks += [("worker", i) for i in range(len(cluster.get("worker", [])))]
     if not ranks:
@@ -133,12 +144,21 @@ def num_workers(strategy=None):
     return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
 
 
-def shard_options(files, training):
+#: How much more one worker may get than another for a training pipeline to be split by file.
+FILE_SHARD_BALANCE = 1.1
+
+
+def shard_options(per_file, training):
     """``tf.data.Options`` splitting a pipeline across workers, or None with one worker.
 
-    Training pipelines: by file (``FILE``) when ``files`` >= workers,
-    else by example (``DATA``). Evaluation and prediction: by example,
-    which keeps the gathered outputs in order.
+    ``per_file``: how many selected examples each file read holds, in the
+    order read. TensorFlow's ``FILE`` policy gives worker ``w`` files
+    ``w, w + n, ...`` and each worker then cycles through its own examples,
+    so a training pipeline is split by file only where that is fair: at
+    least one file per worker and no worker's share more than
+    :data:`FILE_SHARD_BALANCE` times another's; else, and for evaluation
+    and prediction (whose gathered outputs must stay in order), by example
+    (``DATA``: every worker reads every file and keeps its part of each batch).
     """
     workers = num_workers()
     if workers <= 1:
@@ -146,9 +166,11 @@ def shard_options(files, training):
     import tensorflow as tf
 
     policy = tf.data.experimental.AutoShardPolicy
+    shares = [sum(per_file[w::workers]) for w in range(workers)]
+    by_file = training and len(per_file) >= workers and min(shares) > 0 and \
+        max(shares) <= FILE_SHARD_BALANCE * min(shares)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        policy.FILE if training and files >= workers else policy.DATA)
+    options.experimental_distribute.auto_shard_policy = policy.FILE if by_file else policy.DATA
     return options
 
 
@@ -182,7 +204,7 @@ class Session:
         if key not in self.copies:  # copied once, when first opened: later the copy holds this worker's progress
             mine = os.path.join(self.scratch, "runs", str(len(self.copies)))
             if os.path.isdir(path) and not fresh:
-                shutil.copytree(path, mine, ignore=shutil.ignore_patterns(*NOT_COPIED))
+                _copy_run(path, mine)
             self.copies[key] = mine
         return self.copies[key]
 
@@ -203,6 +225,26 @@ class Session:
         return dataclasses.replace(config, export_dir=os.path.join(self.scratch, "export"))
 
 
+def _copy_run(path, mine, attempts=5):
+    """Copies the chief's run folder; again when a file vanished meanwhile (the chief renaming its writes).
+
+    The chief rewrites some files when it starts (``records.json``, with a
+    temporary name and a rename); nothing it writes later can change what a
+    worker resumes from, as every epoch it finishes needs this worker.
+    """
+    import time
+
+    for attempt in range(attempts):
+        shutil.rmtree(mine, ignore_errors=True)
+        try:
+            shutil.copytree(path, mine, ignore=shutil.ignore_patterns(*NOT_COPIED))
+            return
+        except (shutil.Error, FileNotFoundError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+
+
 def sweep_scratch(root=None):
     """Removes the scratch folders of workers that were killed (their process is gone); returns their paths.
 
@@ -217,7 +259,8 @@ def sweep_scratch(root=None):
         if len(parts) != 3 or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-        removed.append(os.path.join(root, name))
+        if not os.path.exists(os.path.join(root, name)):
+            removed.append(os.path.join(root, name))
     return removed
 
 
@@ -229,6 +272,17 @@ def _alive(pid):
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _check_onednn(strategy, log):
+    """A warning when oneDNN's CPU kernels may meet an empty per-replica batch (see cli.quiet_tensorflow)."""
+    import tensorflow as tf
+
+    if (strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
+            and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"):
+        log("warning: TensorFlow's oneDNN CPU convolution fails on the empty batch a replica gets when a last "
+            "batch is shorter than the replica count; start with TF_ENABLE_ONEDNN_OPTS=0 (the train.* commands "
+            "set it under --strategy on a machine without an NVIDIA GPU).")
 
 
 def current():
@@ -268,6 +322,7 @@ def session(config, log=print, strategy_here=True):
     current_session = Session(name, strategy, cluster, scratch)
     if name != "default" and strategy is not None:
         log(current_session.describe())
+        _check_onednn(strategy, log)
     _active.append(current_session)
     try:
         with multiworker_fix.installed() if name == "multi-worker" and strategy else contextlib.nullcontext():
@@ -312,7 +367,8 @@ def distributed(train=None, *, strategy_here=True):
         def wrapper(config, *args, **kwargs):
             from covid_keras.training.fitting import printer
 
-            log = kwargs.get("log") or printer(getattr(config, "quiet", False))
+            log = kwargs.get("log") or next((a for a in args[:1] if callable(a)), None) \
+                or printer(getattr(config, "quiet", False))
             with session(config, log, strategy_here=strategy_here) as worker_config:
                 return train(worker_config, *args, **kwargs)
         return wrapper

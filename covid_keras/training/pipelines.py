@@ -162,14 +162,29 @@ def table_lookup(selection, id_of=slice_id):
     return label_of
 
 
+def selected_per_file(folder, selection, id_of_row, shards=None):
+    """How many selected examples each shard file read holds, in the order :func:`records.load` reads them.
+
+    ``id_of_row(manifest record)`` names a record as ``selection`` does.
+    """
+    manifest = records.read_manifest(folder)
+    names = [n for n in manifest["shards"] if shards is None or n in set(shards)]
+    counts = dict.fromkeys(names, 0)
+    for row in manifest["records"]:
+        if row["shard"] in counts and id_of_row(row) in selection:
+            counts[row["shard"]] += 1
+    return [counts[n] for n in names]
+
+
 def _selected_batches(ds, selection, label_of, to_input, *, training, batch_size, seed, shuffle_buffer,
-                      cache_in_memory, files):
+                      cache_in_memory, per_file):
     """Cache examples -> the selected (input, label) batches: label, filter, [cache], [shuffle], batch.
 
     Under ``--strategy multi-worker`` the pipeline carries how the workers
-    split it (:func:`covid_keras.training.distribute.shard_options`: a
-    training pipeline of at least as many ``files`` as workers by file, each
-    worker reading its own shards; otherwise by example).
+    split it (:func:`covid_keras.training.distribute.shard_options`, from
+    ``per_file``, the selected examples of each file read: a training
+    pipeline whose files share out evenly by file, each worker reading its
+    own shards; otherwise by example).
     """
     ds = ds.map(label_of, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(lambda x, y: y >= 0)
@@ -184,10 +199,25 @@ def _selected_batches(ds, selection, label_of, to_input, *, training, batch_size
     # Keras shows epoch progress and does not warn about running out of data.
     batches = -(-len(selection) // batch_size)
     ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
-    sharding = distribute.shard_options(files, training)
+    sharding = distribute.shard_options(per_file, training)
     if sharding is not None:
         ds = ds.with_options(sharding)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shares(folder, selection, id_of_row, training, shards=None):
+    """:func:`selected_per_file` for a training pipeline of several workers (only they split by file), else []."""
+    if not training or distribute.num_workers() <= 1:
+        return []
+    return selected_per_file(folder, selection, id_of_row, shards)
+
+
+def _slice_row_id(row):
+    return f"{row['key']}#{row['slice_index']}"  # as slice_id names an example
+
+
+def _key(row):
+    return row["key"]
 
 
 def _nothing_selected(folder, unit):
@@ -217,7 +247,7 @@ def slice_dataset(folder, selection, *, training, batch_size, seed=0, cache_in_m
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
     return _selected_batches(ds, selection, label_lookup(selection), to_rgb, training=training,
                              batch_size=batch_size, seed=seed, shuffle_buffer=10000, cache_in_memory=cache_in_memory,
-                             files=len(records.read_manifest(folder)["shards"]))
+                             per_file=_shares(folder, selection, _slice_row_id, training))
 
 
 # --------------------------------------------------------------------------
@@ -292,7 +322,8 @@ def volume_dataset(folder, selection, rows, *, training, batch_size, seed=0,
 
     return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_input,
                              training=training, batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-                             cache_in_memory=False, files=len(shards))
+                             cache_in_memory=False,
+                             per_file=_shares(folder, selection, _key, training, shards))
 
 
 def iter_volumes(folder, rows, selection):
@@ -397,7 +428,8 @@ def image_dataset(folder, selection, *, training, batch_size, seed=0, memory_lim
     ds = records.load(folder, with_meta=True, shuffle_files=training, seed=seed)
     return _selected_batches(ds, selection, table_lookup(selection, id_of=lambda ex: ex["key"]), to_rgb,
                              training=training, batch_size=batch_size, seed=seed, shuffle_buffer=10000,
-                             cache_in_memory=in_memory, files=len(records.read_manifest(folder)["shards"]))
+                             cache_in_memory=in_memory,
+                             per_file=_shares(folder, selection, _key, training))
 
 
 def iter_images(folder, selection):

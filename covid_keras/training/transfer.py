@@ -162,11 +162,12 @@ def train_all_models(configs, log=None):
     log = log or printer(first.quiet)
     records = transfer_records(first)
     summaries, splits = {}, {}
-    for name, config in configs.items():
-        log(f"=== {name} ===")
-        summaries[name] = train_transfer(config, log, records=records)
-        with open(f"{summaries[name]['run']}/split.json") as f:
-            splits[name] = f.read()
+    with distribute.session(first, log):  # one session for the three: a worker's scratch lives to the end
+        for name, config in configs.items():
+            log(f"=== {name} ===")
+            summaries[name] = train_transfer(config, log, records=records)
+            with open(f"{summaries[name]['run']}/split.json") as f:
+                splits[name] = f.read()
     if len(set(splits.values())) != 1:
         raise errors.ConfigurationError(
             "--all-models: the three runs made different patient splits; give them the same --seed, "

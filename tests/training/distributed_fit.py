@@ -25,9 +25,10 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--logical-cpus", type=int, default=0, help="split the CPU into this many logical devices")
-    p.add_argument("--slow-from-epoch", type=int, default=-1,
-                   help="sleep 0.3 s after each batch from this epoch on (a test kills the worker meanwhile)")
-    p.add_argument("--marker", help="file that gets the number of the chief's last finished epoch")
+    p.add_argument("--hold-in-epoch", type=int, default=-1,
+                   help="after this epoch's second batch, wait while --hold exists (a test kills a worker meanwhile)")
+    p.add_argument("--hold", help="the file whose presence holds the workers (see --hold-in-epoch)")
+    p.add_argument("--marker", help="file the chief writes 'holding' to when it waits in --hold-in-epoch")
     return p.parse_args(argv)
 
 
@@ -50,7 +51,9 @@ def main(argv=None):
 
     from covid_keras.training import distribute, fitting, runs
 
-    class Pace(keras.callbacks.Callback):
+    class Hold(keras.callbacks.Callback):
+        """Waits in epoch --hold-in-epoch while --hold exists; the chief says so in --marker."""
+
         def __init__(self):
             super().__init__()
             self.epoch = 0
@@ -59,14 +62,14 @@ def main(argv=None):
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            if 0 <= args.slow_from_epoch <= self.epoch:
-                time.sleep(0.3)
-
-        def on_epoch_end(self, epoch, logs=None):
+            if self.epoch != args.hold_in_epoch or batch != 1:
+                return
             if args.marker and distribute.current().cluster.is_chief:
                 with open(f"{args.marker}.tmp", "w") as f:
-                    f.write(str(epoch))
+                    f.write("holding")
                 os.replace(f"{args.marker}.tmp", args.marker)
+            while args.hold and os.path.exists(args.hold):
+                time.sleep(0.05)
 
     fitting.seed_everything(0)
     rng = np.random.default_rng(0)
@@ -84,7 +87,7 @@ def main(argv=None):
         train = train.batch(16).apply(tf.data.experimental.assert_cardinality(6))
         val = tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(16)
         result = fitting.fit_stage(model, run, "stage", train, val, learning_rate=0.05, epochs=args.epochs,
-                                   keep="last", verbose=0, log=lambda m: None, extra_callbacks=[Pace()])
+                                   keep="last", verbose=0, log=lambda m: None, extra_callbacks=[Hold()])
         np.savez(args.out, *[np.asarray(w) for w in model.get_weights()])
         with open(f"{args.out}.json", "w") as f:
             json.dump({"replicas": session.replicas, "variable": type(model.weights[0]._value).__name__,

@@ -20,6 +20,7 @@ import pytest
 from worker_processes import TIMEOUT, free_ports, start, tf_config, wait_all, worker_env
 
 from covid_keras import errors
+from covid_keras.data import records
 from covid_keras.training import distribute
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,18 +79,21 @@ def test_two_workers_equal_one_device_and_each_other(tmp_path, single_device):
 def test_killed_worker_resumes_from_the_last_finished_epoch(tmp_path):
     (u0, _), (u1, _) = fit(tmp_path, "whole", "multi-worker", workers=2)
 
-    marker = tmp_path / "epoch"
+    marker, hold = tmp_path / "marker", tmp_path / "hold"
+    hold.write_text("")
     procs, logs, _ = fit(tmp_path, "killed", "multi-worker", workers=2, wait=False,
-                         extra=("--slow-from-epoch", "2", "--marker", str(marker)))
+                         extra=("--hold-in-epoch", "2", "--hold", str(hold), "--marker", str(marker)))
     deadline = time.monotonic() + TIMEOUT
-    while not (marker.exists() and marker.read_text() == "1"):  # epochs 0 and 1 finished and backed up
+    while not (marker.exists() and marker.read_text() == "holding"):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), open(logs[0]).read()[-3000:]
         time.sleep(0.05)
-    time.sleep(0.6)  # two of epoch 2's six slow steps
+    # The chief holds after two steps of epoch 2 (the third of four), which worker 1 took with it; neither can
+    # finish the epoch alone: epochs 0 and 1 are backed up, epoch 2 is under way on both.
     procs[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-epoch
     procs[1].wait()
     procs[0].kill()  # the chief would wait for it: restart the pair
     procs[0].wait()
+    hold.unlink()
     assert "stage" in os.listdir(tmp_path / "killed-run" / "checkpoints")  # the backup of epoch 1
 
     (r0, i0), (r1, i1) = fit(tmp_path, "killed", "multi-worker", workers=2)
@@ -111,6 +115,18 @@ def test_tf_config_errors_are_one_sentence():
         distribute.read_tf_config({"TF_CONFIG": json.dumps({"cluster": {}, "task": {"type": "worker", "index": 0}})})
     with pytest.raises(errors.ConfigurationError, match="worker 2, which its cluster does not list"):
         distribute.read_tf_config({"TF_CONFIG": tf_config([1, 2], 2)})
+    bad = {"cluster": ["a:1"], "task": {"type": "worker", "index": 0}}
+    with pytest.raises(errors.ConfigurationError, match="'cluster' must be an object"):
+        distribute.read_tf_config({"TF_CONFIG": json.dumps(bad)})
+    bad = {"cluster": {"worker": "a:1,b:1"}, "task": {"type": "worker", "index": 0}}
+    with pytest.raises(errors.ConfigurationError, match="must be a list of"):
+        distribute.read_tf_config({"TF_CONFIG": json.dumps(bad)})
+    bad = {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0.5}}
+    with pytest.raises(errors.ConfigurationError, match="an integer"):
+        distribute.read_tf_config({"TF_CONFIG": json.dumps(bad)})
+    bad = {"cluster": {"worker": ["a:1"], "evaluator": ["b:1"]}, "task": {"type": "evaluator", "index": 0}}
+    with pytest.raises(errors.ConfigurationError, match="no evaluator or parameter-server"):
+        distribute.read_tf_config({"TF_CONFIG": json.dumps(bad)})
 
 
 def test_tf_config_ranks_a_chief_first():
@@ -122,16 +138,50 @@ def test_tf_config_ranks_a_chief_first():
     assert distribute.read_tf_config({"TF_CONFIG": tf_config([1, 2], 0)}).is_chief
 
 
-def test_shard_policy_by_file_only_for_training_with_enough_files(monkeypatch):
+def test_shard_policy_by_file_only_for_training_with_fair_shares(monkeypatch):
     import tensorflow as tf
 
-    assert distribute.shard_options(8, training=True) is None  # one worker: nothing to split
+    assert distribute.shard_options([5, 5], training=True) is None  # one worker: nothing to split
     monkeypatch.setattr(distribute, "num_workers", lambda strategy=None: 2)
     policy = tf.data.experimental.AutoShardPolicy
-    got = {(files, training): distribute.shard_options(files, training).experimental_distribute.auto_shard_policy
-           for files in (1, 2, 5) for training in (True, False)}
-    assert got == {(1, True): policy.DATA, (2, True): policy.FILE, (5, True): policy.FILE,
-                   (1, False): policy.DATA, (2, False): policy.DATA, (5, False): policy.DATA}
+
+    def chosen(per_file, training=True):
+        return distribute.shard_options(per_file, training).experimental_distribute.auto_shard_policy
+
+    assert chosen([256, 256]) == chosen([180, 190, 175, 185]) == policy.FILE  # worker 0 files 0, 2; worker 1: 1, 3
+    assert chosen([256]) == policy.DATA  # fewer files than workers
+    assert chosen([8, 2]) == policy.DATA  # 80 % of the examples on one worker would weigh as much as the rest
+    assert chosen([100, 100, 100]) == policy.DATA  # two files against one
+    assert chosen([100, 0]) == policy.DATA
+    assert chosen([256, 256], training=False) == policy.DATA  # evaluation and prediction keep their order
+
+
+def test_image_pipeline_takes_the_shares_of_its_selection(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from covid_keras.data.datasets import CLASS_NAMES
+    from covid_keras.preprocess.cache import build_cache
+    from covid_keras.preprocess.pipelines import PipelineOptions
+    from covid_keras.training import image_level, pipelines
+
+    _, recs = image_level.phantom_records("xraycnn_step1", 4)
+    folder = str(tmp_path / "cache")
+    build_cache(recs, folder, PipelineOptions(pipeline="xray", size=16), classes=list(CLASS_NAMES["xraycnn_step1"]),
+                workers=1, records_per_shard=6, progress=False)  # 12 images: two shards of 6
+    rows, classes, shape = pipelines.image_rows(folder)
+    monkeypatch.setattr(distribute, "num_workers", lambda strategy=None: 2)
+    policy = tf.data.experimental.AutoShardPolicy
+
+    def chosen(keys, training=True):
+        selection = {r.key: classes.index(r.label) for r in rows if r.key in keys}
+        ds = pipelines.image_dataset(folder, selection, training=training, batch_size=4, shape=shape)
+        return ds.options().experimental_distribute.auto_shard_policy
+
+    shards = [sorted(r["key"] for r in records.read_manifest(folder)["records"] if r["shard"] == s)
+              for s in records.read_manifest(folder)["shards"]]
+    assert chosen(shards[0][:3] + shards[1][:3]) == policy.FILE
+    assert chosen(shards[0][:3] + shards[1][:3], training=False) == policy.DATA
+    assert chosen(shards[0] + shards[1][:1]) == policy.DATA  # 6 against 1
 
 
 def test_cache_writes_a_shard_per_worker_at_least():
@@ -161,3 +211,25 @@ def test_sweep_removes_only_dead_workers_scratch(tmp_path):
         (folder / "runs").mkdir(parents=True)
     assert distribute.sweep_scratch(str(tmp_path)) == [str(stale)]
     assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name])
+
+
+def test_clear_session_keeps_the_strategy_scope():
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    @dataclasses.dataclass
+    class Config:
+        strategy: str = "mirrored"
+
+    def variable_type():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        return type(model.weights[0]._value).__name__
+
+    with distribute.session(Config(), log=lambda m: None):
+        strategy = tf.distribute.get_strategy()
+        assert isinstance(strategy, tf.distribute.MirroredStrategy) and variable_type() == "MirroredVariable"
+        distribute.clear_session()  # keras.utils.clear_session() here would drop the scope
+        assert tf.distribute.get_strategy() is strategy and variable_type() == "MirroredVariable"
+    assert not tf.distribute.has_strategy() and distribute.current() is None
