@@ -233,3 +233,11 @@ def test_clear_session_keeps_the_strategy_scope():
         distribute.clear_session()  # keras.utils.clear_session() here would drop the scope
         assert tf.distribute.get_strategy() is strategy and variable_type() == "MirroredVariable"
     assert not tf.distribute.has_strategy() and distribute.current() is None
+
+
+def test_the_strategy_flag_is_read_before_tensorflow_starts():
+    from covid_keras import cli
+
+    assert cli._strategy_flag(["--epochs", "2", "--strategy", "mirrored"]) == "mirrored"
+    assert cli._strategy_flag(["--strategy=multi-worker"]) == "multi-worker"
+    assert cli._strategy_flag(["--epochs", "2"]) is None and cli._strategy_flag(["--strategy"]) is None
