@@ -241,3 +241,14 @@ def test_the_strategy_flag_is_read_before_tensorflow_starts():
     assert cli._strategy_flag(["--epochs", "2", "--strategy", "mirrored"]) == "mirrored"
     assert cli._strategy_flag(["--strategy=multi-worker"]) == "multi-worker"
     assert cli._strategy_flag(["--epochs", "2"]) is None and cli._strategy_flag(["--strategy"]) is None
+
+
+def test_multi_worker_without_tf_config_is_one_sentence(tmp_path):
+    env = worker_env(tmp_path)  # no TF_CONFIG
+    proc = subprocess.run([sys.executable, "-m", "train.xray_cnn", "--strategy", "multi-worker", "--runs-root",
+                           str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(HERE)))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: --strategy multi-worker needs the TF_CONFIG variable naming the cluster and this task")
+    assert not (tmp_path / "runs").exists()
