@@ -348,7 +348,7 @@ def clear_session():
     import keras
 
     session = current()
-    if session is None or getattr(session, "_scope", None) is None:
+    if session is None or session._scope is None:
         keras.utils.clear_session()
         return
     session.exit_scope()

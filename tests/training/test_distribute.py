@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from worker_processes import TIMEOUT, free_ports, start, tf_config, wait_all, worker_env
+from worker_processes import TIMEOUT, start_workers, tf_config, wait_all, worker_env
 
 from covid_keras import errors
 from covid_keras.data import records
@@ -27,15 +27,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "distributed_fit.py")
 def fit(tmp_path, name, strategy="default", workers=1, extra=(), wait=True, **kwargs):
     """Runs distributed_fit.py as one process, or as ``workers`` multi-worker processes; returns their outputs."""
-    ports = free_ports(workers) if strategy == "multi-worker" else None
-    procs, logs, outs = [], [], []
-    for i in range(workers):
-        out = tmp_path / f"{name}-w{i}.npz"
-        cmd = [sys.executable, SCRIPT, "--strategy", strategy, "--run-dir", str(tmp_path / f"{name}-run"),
-               "--out", str(out), *extra]
-        logs.append(tmp_path / f"{name}-w{i}.log")
-        procs.append(start(cmd, worker_env(tmp_path, ports, i), logs[-1]))
-        outs.append(out)
+    outs = [tmp_path / f"{name}-w{i}.npz" for i in range(workers)]
+    procs, logs = start_workers(tmp_path, name, workers, lambda i: [
+        sys.executable, SCRIPT, "--strategy", strategy, "--run-dir", str(tmp_path / f"{name}-run"),
+        "--out", str(outs[i]), *extra], cluster=strategy == "multi-worker")
     if not wait:
         return procs, logs, outs
     wait_all(procs, logs, **kwargs)

@@ -12,7 +12,7 @@ import sys
 
 import keras
 import pytest
-from worker_processes import TIMEOUT, free_ports, start, wait_all, worker_env
+from worker_processes import TIMEOUT, start_workers, wait_all
 
 from covid_keras.training import multiworker_fix
 
@@ -20,12 +20,8 @@ PROBE = __file__.replace("test_multiworker_fix.py", "multiworker_probe.py")
 
 
 def two_workers(tmp_path, mode):
-    ports = free_ports(2)
-    procs, logs, outs = [], [], []
-    for i in range(2):
-        outs.append(tmp_path / f"{mode}-{i}.json")
-        logs.append(tmp_path / f"{mode}-{i}.log")
-        procs.append(start([sys.executable, PROBE, mode, str(outs[-1])], worker_env(tmp_path, ports, i), logs[-1]))
+    outs = [tmp_path / f"{mode}-{i}.json" for i in range(2)]
+    procs, logs = start_workers(tmp_path, mode, 2, lambda i: [sys.executable, PROBE, mode, str(outs[i])])
     wait_all(procs, logs, timeout=TIMEOUT)
     return [json.load(open(o)) for o in outs]
 

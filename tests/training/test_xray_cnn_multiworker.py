@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from image_chain_helpers import REPO, fresh_outputs, probe_images
-from worker_processes import TIMEOUT, free_ports, start, wait_all, worker_env
+from worker_processes import TIMEOUT, start_workers, wait_all
 
 SIDE = 32
 ARGS = ("--phantom-images", "6", "--epochs", "2", "--image-size", str(SIDE), "--val-fraction", "0.2",
@@ -24,15 +24,11 @@ ARGS = ("--phantom-images", "6", "--epochs", "2", "--image-size", str(SIDE), "--
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xray_mw")
-    ports = free_ports(2)
-    procs, logs, outs = [], [], []
-    for i in range(2):
-        env = worker_env(tmp, ports, i)  # with the session's cache and id salt (conftest's autouse fixture)
-        logs.append(tmp / f"w{i}.log")
-        outs.append(tmp / f"w{i}.json")
-        cmd = [sys.executable, "-m", "train.xray_cnn", *ARGS, "--runs-root", str(tmp / "runs"),
-               "--export-dir", str(tmp / "saved_models")]
-        procs.append(start(cmd, env, logs[-1], cwd=REPO, stdout=outs[-1]))
+    outs = [tmp / f"w{i}.json" for i in range(2)]
+    # The workers' environment holds the session's cache and id salt (conftest's autouse fixture).
+    procs, logs = start_workers(tmp, "xray", 2, lambda i: [
+        sys.executable, "-m", "train.xray_cnn", *ARGS, "--runs-root", str(tmp / "runs"),
+        "--export-dir", str(tmp / "saved_models")], cwd=REPO, stdout=lambda i: outs[i])
     wait_all(procs, logs, timeout=TIMEOUT * 2)
     return tmp, [json.load(open(o)) for o in outs], [open(log).read() for log in logs]
 

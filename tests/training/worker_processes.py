@@ -43,6 +43,22 @@ def start(cmd, env, log, cwd=None, stdout=None):
                             stderr=open(log, "a") if stdout else subprocess.STDOUT, cwd=cwd)
 
 
+def start_workers(tmp_path, name, count, command, *, cluster=True, cwd=None, stdout=None):
+    """Starts ``command(i)`` for i < ``count``: the workers of one ``TF_CONFIG`` cluster on free 127.0.0.1 ports.
+
+    ``cluster=False``: plain processes, no ``TF_CONFIG``. Worker i's stderr
+    goes to ``<name>-w<i>.log`` with its stdout, or its stdout to
+    ``stdout(i)`` when given. Returns ``(processes, logs)``.
+    """
+    ports = free_ports(count) if cluster else None
+    procs, logs = [], []
+    for i in range(count):
+        logs.append(tmp_path / f"{name}-w{i}.log")
+        procs.append(start(command(i), worker_env(tmp_path, ports, i), logs[-1], cwd=cwd,
+                           stdout=stdout(i) if stdout else None))
+    return procs, logs
+
+
 def wait_all(procs, logs, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     try:
